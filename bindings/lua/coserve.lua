@@ -1,0 +1,276 @@
+-- coserve: coroutine-style servers for LuaJIT on libuv.
+--
+-- The C core (coserve.core) owns the loop, tasks, connections and
+-- servers. This module adds what composes over park/wake: channels, wait
+-- groups, semaphores, timers, and the host-name handling of clients and
+-- servers.
+local core = require "coserve.core"
+
+local park, wake, current = core.park, core.wake, core.current
+local spawn, sleep = core.spawn, core.sleep
+local setmetatable, getmetatable, newproxy = setmetatable, getmetatable, newproxy
+local type, error = type, error
+local tremove = table.remove
+
+local M = {
+  version = core.version,
+  libuv_version = core.libuv_version,
+  run = core.run,
+  spawn = spawn,
+  sleep = sleep,
+  now = core.now,
+  exiting = core.exiting,
+  stats = core.stats,
+  log = core.log,
+  log_level = core.log_level,
+  shutdown = core.shutdown,
+}
+
+-- A FIFO of parked tasks. A waiter that timed out removes itself; one
+-- that timed out but has not run yet is skipped because wake() says no.
+local function unlink(list, item)
+  for i = 1, #list do
+    if list[i] == item then
+      tremove(list, i)
+      return
+    end
+  end
+end
+
+local function wait_in(list, entry, timeout)
+  list[#list + 1] = entry
+  local v, err = park(timeout)
+  if v == nil then unlink(list, entry) end
+  return v, err
+end
+
+local function current_task(fname)
+  local t = current()
+  if not t then error(fname .. ": not inside a coserve coroutine", 3) end
+  return t
+end
+
+---------------------------------------------------------------- channel
+
+local Channel = {}
+Channel.__index = Channel
+
+local function ch_len(ch) return ch.tail - ch.head + 1 end
+
+-- coserve.channel([capacity]): capacity 0 (the default) is a rendezvous.
+-- A channel is a userdata proxy so that #ch works on LuaJIT, whose tables
+-- ignore __len; its fields live in a table behind the proxy.
+function M.channel(capacity)
+  capacity = capacity or 0
+  if type(capacity) ~= "number" or capacity < 0 then
+    error("bad argument #1 to 'channel' (non-negative number expected)", 2)
+  end
+  local state = setmetatable({ cap = capacity, items = {}, head = 1, tail = 0,
+                               pushers = {}, poppers = {}, closed = false }, Channel)
+  local ch = newproxy(true)
+  local mt = getmetatable(ch)
+  mt.__index, mt.__newindex, mt.__len = state, state, ch_len
+  mt.__tostring = function() return "coserve.channel" end
+  return ch
+end
+
+local function ch_shift(ch)
+  local v = ch.items[ch.head]
+  ch.items[ch.head] = nil
+  ch.head = ch.head + 1
+  return v
+end
+
+local function ch_append(ch, v)
+  ch.tail = ch.tail + 1
+  ch.items[ch.tail] = v
+end
+
+-- ch:push(v [, timeout]) -> true | nil, "closed" | nil, "timeout" | nil, "canceled"
+function Channel:push(v, timeout)
+  if v == nil then error("bad argument #1 to 'push' (value expected)", 2) end
+  if self.closed then return nil, "closed" end
+  local poppers = self.poppers
+  while #poppers > 0 do
+    if wake(tremove(poppers, 1), v) then return true end
+  end
+  if ch_len(self) < self.cap then
+    ch_append(self, v)
+    return true
+  end
+  local me = { task = current_task("push"), value = v }
+  return wait_in(self.pushers, me, timeout)
+end
+
+-- Takes a parked pusher's value: into the buffer, or straight to us.
+local function ch_take_pusher(ch)
+  local pushers = ch.pushers
+  while #pushers > 0 do
+    local p = tremove(pushers, 1)
+    if wake(p.task, true) then return true, p.value end
+  end
+  return false
+end
+
+-- ch:pop([timeout]) -> v | nil, "closed" (closed and drained) | nil, "timeout"
+function Channel:pop(timeout)
+  if self.tail >= self.head then
+    local v = ch_shift(self)
+    local ok, pv = ch_take_pusher(self)
+    if ok then ch_append(self, pv) end
+    return v
+  end
+  local ok, pv = ch_take_pusher(self)
+  if ok then return pv end
+  if self.closed then return nil, "closed" end
+  return wait_in(self.poppers, current_task("pop"), timeout)
+end
+
+-- ch:close(): parked poppers get nil, "closed"; so do parked pushers.
+function Channel:close()
+  if self.closed then return end
+  self.closed = true
+  local poppers, pushers = self.poppers, self.pushers
+  self.poppers, self.pushers = {}, {}
+  for i = 1, #poppers do wake(poppers[i], nil, "closed") end
+  for i = 1, #pushers do wake(pushers[i].task, nil, "closed") end
+end
+
+---------------------------------------------------------------- waitgroup
+
+local WaitGroup = {}
+WaitGroup.__index = WaitGroup
+
+function M.waitgroup()
+  return setmetatable({ n = 0, waiters = {} }, WaitGroup)
+end
+
+function WaitGroup:add(n)
+  n = n or 1
+  self.n = self.n + n
+  if self.n < 0 then error("waitgroup: more done() than add()", 2) end
+  if self.n == 0 then
+    local waiters = self.waiters
+    self.waiters = {}
+    for i = 1, #waiters do wake(waiters[i], true) end
+  end
+end
+
+function WaitGroup:done() self:add(-1) end
+
+-- wg:wait([timeout]) -> true | nil, "timeout"
+function WaitGroup:wait(timeout)
+  if self.n == 0 then return true end
+  return wait_in(self.waiters, current_task("wait"), timeout)
+end
+
+---------------------------------------------------------------- semaphore
+
+local Semaphore = {}
+Semaphore.__index = Semaphore
+
+function M.semaphore(n)
+  return setmetatable({ n = n or 0, waiters = {} }, Semaphore)
+end
+
+-- sem:wait([timeout]) -> true | nil, err
+function Semaphore:wait(timeout)
+  if self.n > 0 and #self.waiters == 0 then
+    self.n = self.n - 1
+    return true
+  end
+  return wait_in(self.waiters, current_task("wait"), timeout)
+end
+
+function Semaphore:post(n)
+  for _ = 1, n or 1 do
+    local handed = false
+    local waiters = self.waiters
+    while #waiters > 0 and not handed do
+      handed = wake(tremove(waiters, 1), true)
+    end
+    if not handed then self.n = self.n + 1 end
+  end
+end
+
+function Semaphore:count() return self.n end
+
+---------------------------------------------------------------- timers
+
+local Timer = {}
+Timer.__index = Timer
+
+function Timer:cancel() self.task:cancel() end
+
+-- coserve.after(s, fn): fn runs in a coroutine of its own after s seconds.
+function M.after(s, fn)
+  return setmetatable({ task = spawn(function()
+    if sleep(s) then spawn(fn) end
+  end) }, Timer)
+end
+
+-- coserve.every(s, fn): fn runs in a coroutine of its own every s seconds;
+-- a slow fn does not delay the next tick.
+function M.every(s, fn)
+  if s <= 0 then error("bad argument #1 to 'every' (positive interval expected)", 2) end
+  return setmetatable({ task = spawn(function()
+    local due = core.now() + s
+    while sleep(due - core.now()) do
+      spawn(fn)
+      due = due + s
+    end
+  end) }, Timer)
+end
+
+---------------------------------------------------------------- network
+
+local function is_literal(host)
+  return host:match("^%d+%.%d+%.%d+%.%d+$") or host:find(":", 1, true)
+end
+
+-- coserve.resolve(host) -> { "addr", ... } | nil, err
+function M.resolve(host, family)
+  if type(host) ~= "string" then error("bad argument #1 to 'resolve' (string expected)", 2) end
+  if is_literal(host) then return { host } end
+  return core.resolve(host, family)
+end
+
+-- coserve.connect(host, port [, opts]) -> conn | nil, err
+-- coserve.connect("unix:/path" [, opts])
+function M.connect(host, port, opts)
+  if type(host) ~= "string" then error("bad argument #1 to 'connect' (string expected)", 2) end
+  if host:sub(1, 5) == "unix:" then
+    opts = type(port) == "table" and port or opts or {}
+    return core.connect(host, nil, opts.timeout)
+  end
+  opts = opts or {}
+  if type(port) ~= "number" then error("bad argument #2 to 'connect' (port expected)", 2) end
+  local addrs, err = M.resolve(host, opts.family)
+  if not addrs then return nil, err end
+  if #addrs == 0 then return nil, "host not found" end
+  for i = 1, #addrs do
+    local conn
+    conn, err = core.connect(addrs[i], port, opts.timeout)
+    if conn then return conn end
+    if err == "canceled" then break end
+  end
+  return nil, err
+end
+
+-- coserve.server(opts): a host name is resolved once, when start() runs.
+local server_methods = core.server_methods
+local raw_start = server_methods.start
+
+function server_methods.start(self)
+  local host = self.host
+  if not self.is_unix and not is_literal(host) then
+    local addrs, err = core.resolve(host)
+    if not addrs then return nil, err end
+    self:_sethost(addrs[1])
+  end
+  return raw_start(self)
+end
+
+M.server = core.server
+
+return M

@@ -1,0 +1,189 @@
+/* The `coserve.core` module: the scheduler's Lua surface. Everything that
+ * can be written over park/wake (channels, wait groups, timers) lives in
+ * coserve.lua instead. */
+#include <string.h>
+
+#include "internal.h"
+
+/* coserve.run(fn, ...) -> fn's results, or raises fn's error. */
+static int lcore_run(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_get(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if (rt->running)
+    return luaL_error(L, "coserve.run: the loop is already running "
+                         "(use coserve.spawn inside a coserve coroutine)");
+  int nargs = lua_gettop(L) - 1;
+  if (!cs__runtime_main(rt, L, nargs))
+    return luaL_error(L, "coserve.run: the main coroutine is waiting but nothing can wake it "
+                         "(deadlock)");
+  int n = cs__task_push_results(L);
+  if (!lua_toboolean(L, -n)) {
+    lua_pushvalue(L, -n + 1);
+    return lua_error(L);
+  }
+  return n - 1;
+}
+
+int cs__spawn(lua_State *L, cs_conn_t *owner) {
+  cs_runtime_t *rt = cs__runtime_get(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  cs_task_t *self = rt->current;
+  cs_task_t *t = cs__task_new(rt, L, lua_gettop(L) - 1, 1);
+  if (owner) {
+    t->owner = owner;
+    t->onext = owner->tasks;
+    if (owner->tasks)
+      owner->tasks->oprev = t;
+    owner->tasks = t;
+  }
+  if (self && self->co == L)
+    return cs__yield(L, self, 1, t);
+  return 1;
+}
+
+/* coserve.spawn(fn, ...) -> task. The new task runs at once, until its
+ * first wait; then its spawner continues (it is queued right behind). */
+static int lcore_spawn(lua_State *L) { return cs__spawn(L, NULL); }
+
+/* coserve.sleep(s) -> true, or nil, "canceled". */
+static int lcore_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  cs_task_t *t = cs__task_current(L, "coserve.sleep");
+  if (s <= 0) {
+    if (t->canceled)
+      return cs__push_error(L, UV_ECANCELED);
+    lua_pushboolean(L, 1);
+    return cs__yield(L, t, 1, NULL);
+  }
+  return cs__park(L, t, &t->swait, s);
+}
+
+static int lcore_now(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e9);
+  return 1;
+}
+
+/* core.park([timeout]) -> the values given to wake(), or nil, err.
+ * The primitive under channels, wait groups and semaphores. */
+static int lcore_park(lua_State *L) {
+  double timeout = luaL_optnumber(L, 1, -1);
+  cs_task_t *t = cs__task_current(L, "coserve.park");
+  return cs__park(L, t, &t->gwait, timeout);
+}
+
+/* core.wake(task, ...) -> true if task was parked in park() and will now
+ * return the given values; false if it was not (it timed out meanwhile). */
+static int lcore_wake(lua_State *L) {
+  cs_task_t *t = luaL_checkudata(L, 1, CS_TASK_MT);
+  if (t->done || t->wait != &t->gwait) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  int n = lua_gettop(L) - 1;
+  lua_checkstack(t->co, n + 1);
+  lua_xmove(L, t->co, n);
+  cs__wake(t, n);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.current() -> the running task, or nil outside coserve coroutines. */
+static int lcore_current(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_get(L);
+  if (rt->current == NULL || rt->current->co != L)
+    return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->current->box_ref);
+  return 1;
+}
+
+static int lcore_exiting(lua_State *L) {
+  lua_pushboolean(L, cs__runtime_get(L)->exiting);
+  return 1;
+}
+
+static void count_handle(uv_handle_t *h, void *arg) {
+  /* The scheduler's own check/idle handles are not the user's. */
+  cs_runtime_t *rt = h->loop->data;
+  if (h == (uv_handle_t *)&rt->check || h == (uv_handle_t *)&rt->idle)
+    return;
+  if (!uv_is_closing(h))
+    (*(int *)arg)++;
+}
+
+/* core.stats() -> {tasks =, connections =, handles =}: what is alive. */
+static int lcore_stats(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_get(L);
+  int handles = 0;
+  uv_walk(&rt->loop, count_handle, &handles);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, rt->ntasks);
+  lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, rt->nconns);
+  lua_setfield(L, -2, "connections");
+  lua_pushinteger(L, handles);
+  lua_setfield(L, -2, "handles");
+  return 1;
+}
+
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+
+/* core.log(level, message) */
+static int lcore_log(lua_State *L) {
+  int level = luaL_checkoption(L, 1, NULL, level_names);
+  const char *msg = luaL_checkstring(L, 2);
+  cs__log(cs__runtime_get(L), (cs_log_level_t)level, "%s", msg);
+  return 0;
+}
+
+/* core.log_level([level]) -> the current level; sets it when given. */
+static int lcore_log_level(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_get(L);
+  if (!lua_isnoneornil(L, 1))
+    rt->log_level = (cs_log_level_t)luaL_checkoption(L, 1, NULL, level_names);
+  lua_pushstring(L, level_names[rt->log_level]);
+  return 1;
+}
+
+/* core.shutdown([grace]): what SIGTERM does, for tests and apps. */
+static int lcore_shutdown(lua_State *L) {
+  cs_runtime_shutdown(cs__runtime_get(L), luaL_optnumber(L, 1, 0));
+  return 0;
+}
+
+/* core.abort_all(): cancels every task but the caller and closes every
+ * server now. coserve.testing uses it when a case runs past its deadline. */
+static int lcore_abort_all(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_get(L);
+  for (cs_server_t *s = rt->servers, *n; s; s = n) {
+    n = s->next;
+    cs__server_shutdown(s, 0);
+  }
+  for (cs_task_t *t = rt->tasks; t; t = t->all_next)
+    if (t != rt->current)
+      cs__task_cancel(t);
+  return 0;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"abort_all", lcore_abort_all},
+    {"run", lcore_run},         {"spawn", lcore_spawn},     {"sleep", lcore_sleep},
+    {"now", lcore_now},         {"park", lcore_park},       {"wake", lcore_wake},
+    {"current", lcore_current}, {"exiting", lcore_exiting}, {"stats", lcore_stats},
+    {"log", lcore_log},         {"log_level", lcore_log_level}, {"shutdown", lcore_shutdown},
+    {NULL, NULL}};
+
+int luaopen_coserve_core(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_for(L);
+  cs__open_task(L, rt);
+  cs__open_conn(L, rt);
+  cs__open_server(L, rt);
+  lua_createtable(L, 0, 24);
+  lua_pushlightuserdata(L, rt);
+  luaL_setfuncs(L, core_funcs, 1);
+  cs__open_net(L, rt); /* connect, resolve, server: into the table on top */
+  lua_pushliteral(L, CS_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_pushfstring(L, "%s", uv_version_string());
+  lua_setfield(L, -2, "libuv_version");
+  return 1;
+}

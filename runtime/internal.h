@@ -1,0 +1,342 @@
+/* Private structures and cs__ prototypes shared by the runtime and the Lua
+ * binding. Nothing here is part of the public API. */
+#ifndef COSERVE_INTERNAL_H
+#define COSERVE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "coserve.h"
+
+/* Error codes of coserve's own, below libuv's range. */
+#define CS_ECLOSED (-40002)   /* the connection was closed: "closed" */
+#define CS_ETOOLARGE (-40003) /* a line or frame over max_frame: "too large" */
+#define CS_EBUSY (-40004)     /* another coroutine waits on that direction: "busy" */
+
+#define CS_SCRATCH_SIZE 65536
+
+#define CS_TASK_MT "coserve.task"
+#define CS_CONN_MT "coserve.conn"
+#define CS_SERVER_MT "coserve.server"
+
+typedef struct cs_task_s cs_task_t;
+typedef struct cs_wait_s cs_wait_t;
+typedef struct cs_conn_s cs_conn_t;
+typedef struct cs_server_s cs_server_t;
+
+/* ---- buffers and matchers (buf.c, match.c) ---- */
+
+/* Bytes [off, off + len) of base are live. A buffer that borrows the
+ * runtime's scratch area has cap == 0 and must be made owned (or emptied)
+ * before control returns to the loop. */
+typedef struct {
+  char *base;
+  size_t off;
+  size_t len;
+  size_t cap;
+} cs_buf_t;
+
+void cs__buf_free(cs_buf_t *b);
+int cs__buf_reserve(cs_buf_t *b, size_t extra);
+int cs__buf_own(cs_buf_t *b);
+void cs__buf_consume(cs_buf_t *b, size_t n);
+static inline char *cs__buf_data(const cs_buf_t *b) { return b->base + b->off; }
+
+typedef enum {
+  CS_READ_LINE,  /* "*l": up to "\n", without it and a trailing "\r" */
+  CS_READ_ALL,   /* "*a": until the peer closes */
+  CS_READ_BYTES, /* exactly n bytes */
+  CS_READ_ANY,   /* whatever is there, up to n bytes */
+  CS_READ_UNTIL, /* up to a delimiter */
+  CS_READ_FRAME  /* one frame of the server's framing */
+} cs_read_kind_t;
+
+typedef enum { CS_FRAME_NONE, CS_FRAME_EOF, CS_FRAME_LENGTH } cs_frame_kind_t;
+
+typedef struct {
+  cs_frame_kind_t kind;
+  char eof[32];        /* eof framing: the delimiter */
+  size_t eof_len;
+  int len_size;        /* length framing: header field width, 1, 2, 4 or 8 */
+  int len_big_endian;
+  size_t len_offset;   /* where the length field starts */
+  size_t body_offset;  /* where the body starts: frame = body_offset + length */
+} cs_framing_t;
+
+/* A read request: what to match in the buffer. */
+typedef struct {
+  cs_read_kind_t kind;
+  size_t n;             /* BYTES, ANY: the count */
+  const char *delim;    /* UNTIL: anchored by the caller */
+  size_t delim_len;
+  int inclusive;        /* UNTIL: keep the delimiter */
+  size_t max;           /* LINE, UNTIL, FRAME: the largest acceptable match */
+  const cs_framing_t *framing;
+} cs_read_t;
+
+/* Finds a complete match in data[0, len). Returns 1 and sets *take (bytes
+ * to hand out) and *skip (bytes to consume, >= *take) when there is one, 0
+ * when more data is needed, CS_ETOOLARGE when the match can no longer fit. */
+int cs__match(const cs_read_t *r, const char *data, size_t len, int eof,
+              size_t *take, size_t *skip);
+
+/* ---- the runtime (runtime.c) ---- */
+
+typedef struct {
+  cs_task_t *head;
+  cs_task_t *tail;
+} cs_taskq_t;
+
+struct cs_runtime_s {
+  uv_loop_t loop;
+  lua_State *L;          /* the state that drives the loop right now */
+  lua_State *main_L;     /* the state the runtime was opened in */
+  int owns_L;            /* created by cs_runtime_new: closed by free */
+  cs_task_t *current;    /* the running task, NULL between resumes */
+  cs_taskq_t ready;      /* woken tasks, resumed in the next drain */
+  cs_taskq_t yielded;    /* sleep(0) tasks: resumed after the next poll */
+  cs_task_t *tasks;      /* every live task, for stats and deadlock cleanup */
+  int ntasks;
+  int nconns;
+  int running;           /* inside cs__loop_run */
+  int tearing_down;      /* cs_runtime_free: Lua objects must not touch C ones */
+  int exiting;           /* a graceful shutdown has begun */
+  uv_check_t check;      /* drains the ready queue after each poll */
+  uv_idle_t idle;        /* keeps poll from blocking while tasks are ready */
+  cs_server_t *servers;  /* servers that are listening or draining */
+  double next_conn_id;
+  cs_log_level_t log_level;
+  char *errmsg;
+  char scratch[CS_SCRATCH_SIZE]; /* one read buffer shared by all connections */
+  int scratch_busy;
+  char sentinel;         /* its address marks coserve's own yields */
+};
+
+cs_runtime_t *cs__runtime_get(lua_State *L); /* from upvalue 1 */
+/* The runtime bound to L's state, created on first use from plain Lua. */
+cs_runtime_t *cs__runtime_for(lua_State *L);
+/* [-(nargs+1), +1] Runs a main task; see runtime.c. */
+int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs);
+void cs__set_error(cs_runtime_t *rt, const char *msg);
+
+/* ---- tasks, park and wake (sched.c) ---- */
+
+/* What a parked task waits on. abort() undoes the operation's
+ * registrations and pushes its failure results (nil, message[, partial])
+ * onto co; it returns how many it pushed. It is called for a timeout
+ * (UV_ETIMEDOUT), task:cancel() (UV_ECANCELED) and conn:close()
+ * (CS_ECLOSED). */
+struct cs_wait_s {
+  int (*abort)(cs_wait_t *w, lua_State *co, int err);
+};
+
+/* Called when a task finishes, with its box on top of t->rt->L. */
+typedef void (*cs_task_done_cb)(cs_task_t *t, int ok);
+
+struct cs_task_s {
+  cs_runtime_t *rt;
+  lua_State *co;
+  int co_ref;            /* anchors the coroutine until it finishes */
+  int box_ref;           /* anchors this userdata until the timer is closed */
+  uv_timer_t timer;      /* the deadline of the current park */
+  cs_wait_t *wait;       /* non-NULL while parked */
+  cs_task_t *next;       /* ready queue */
+  cs_task_t *all_prev, *all_next; /* rt->tasks */
+  int nret;              /* values waiting on co's stack for the resume */
+  unsigned queued : 1, done : 1, failed : 1, canceled : 1, main : 1;
+  cs_wait_t gwait;       /* park()/sleep(): pushes nil, message */
+  cs_wait_t jwait;       /* join(): pushes false, message */
+  cs_wait_t swait;       /* sleep(): its deadline is success */
+  cs_task_t *joinee;     /* join(): the task waited for */
+  cs_task_t *jnext;      /* join(): next in joinee->joiners */
+  cs_task_t *joiners;
+  cs_conn_t *owner;      /* conn:spawn(): canceled when it closes */
+  cs_task_t *onext, *oprev;
+  cs_task_done_cb on_done;
+  void *data;            /* on_done's */
+};
+
+/* [-(nargs+1), +1] Creates a task running the function below nargs
+ * arguments of L, pushes its box, and queues it (at the head with front). */
+cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front);
+
+/* The running task if L is its coroutine; raises "fname: not inside a
+ * coserve coroutine" otherwise. */
+cs_task_t *cs__task_current(lua_State *L, const char *fname);
+
+/* Parks t (whose coroutine is L) on w for timeout seconds (< 0: forever).
+ * Returns what a lua_CFunction returns: it yields, or (for a task already
+ * canceled) returns w's abort results at once. */
+int cs__park(lua_State *L, cs_task_t *t, cs_wait_t *w, double timeout);
+
+/* [-(nargs+1), +1] coserve.spawn and conn:spawn: the function at index 1
+ * and its arguments become a task that runs before the caller continues. */
+int cs__spawn(lua_State *L, cs_conn_t *owner);
+
+/* Yields the running task t without parking it: it is queued again
+ * straight after `after` (NULL: behind the next poll, for sleep(0)), and
+ * the nkeep values on top of L are what the C function returns then. */
+int cs__yield(lua_State *L, cs_task_t *t, int nkeep, cs_task_t *after);
+
+/* Queues a parked task to resume with the nret values already pushed onto
+ * t->co. The task runs in the next drain, never inside the caller. */
+void cs__wake(cs_task_t *t, int nret);
+
+/* Aborts t's wait with err (its abort hook pushes the results) and wakes it. */
+void cs__abort(cs_task_t *t, int err);
+
+/* Cancels t: its current wait or next one returns nil, "canceled". */
+void cs__task_cancel(cs_task_t *t);
+
+/* [-1, +(n+1)] Replaces the finished task's box on top of L with true,
+ * results... or false, error; returns n + 1. */
+int cs__task_push_results(lua_State *L);
+
+/* [-0, +1] Pushes "message\nstack traceback: ..." for a failed coroutine. */
+void cs__push_traceback(lua_State *L, lua_State *co, int level);
+
+void cs__sched_init(cs_runtime_t *rt);
+void cs__sched_drain(cs_runtime_t *rt);
+/* Drives the loop until no handle or ready task is left. Aborts tasks that
+ * nothing can wake once the main one has finished. */
+void cs__loop_run(cs_runtime_t *rt);
+
+/* ---- connections (stream.c) ---- */
+
+typedef enum { CS_CONN_TCP, CS_CONN_PIPE } cs_conn_type_t;
+
+struct cs_conn_s {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } u;
+  cs_runtime_t *rt;
+  cs_server_t *server;   /* NULL for a client connection */
+  cs_conn_t *snext, *sprev; /* server->conns */
+  struct cs_connbox_s *box; /* the Lua object, NULL once it is collected */
+  double id;
+  cs_buf_t rbuf;
+  /* reading */
+  cs_task_t *reader;
+  cs_wait_t rwait;
+  cs_read_t rreq;
+  int rref;              /* anchors rreq.delim while parked */
+  /* writing */
+  cs_task_t *writer;
+  cs_wait_t wwait;
+  uv_write_t wreq;
+  int wref;              /* anchors the strings of the write in flight */
+  size_t wtotal;
+  /* connecting */
+  uv_connect_t creq;
+  cs_wait_t cwait;
+  cs_task_t *connector;
+  cs_task_t *handler;    /* the server's handler task */
+  cs_task_t *tasks;      /* conn:spawn() */
+  double read_timeout, send_timeout, connect_timeout;
+  uint64_t last_io;      /* loop time of the last read or write, ms */
+  int err;               /* sticky read error (EOF is CS_ECLOSED) */
+  size_t max_frame;
+  const cs_framing_t *framing; /* the server's, for recv() */
+  int refs;              /* the handle, and a server handler until it ends */
+  int box_ref;           /* a server connection anchors its Lua object */
+  unsigned type : 1, reading : 1, eof : 1, closing : 1, open : 1;
+};
+
+typedef struct cs_connbox_s {
+  cs_conn_t *c;
+  double id;
+} cs_connbox_t;
+
+cs_conn_t *cs__conn_new(cs_runtime_t *rt, cs_conn_type_t type);
+/* [-0, +1] pushes the connection's Lua object, creating it once. */
+void cs__conn_push(lua_State *L, cs_conn_t *c);
+/* The one close path: wakes parked readers/writers with err, cancels the
+ * connection's tasks, closes the handle; memory goes in the close callback. */
+void cs__conn_close(cs_conn_t *c, int err);
+
+/* Reads and writes as lua_CFunction bodies: L is the caller's coroutine,
+ * the results are pushed (or the task parks). */
+int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout,
+                  const char *fname);
+int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname);
+int cs__conn_connect(lua_State *L, cs_conn_t *c, const struct sockaddr *addr,
+                     const char *path, double timeout);
+
+/* [-0, +1|2] coserve.resolve's body: parks, then returns a list of
+ * address strings or nil, err. family: AF_UNSPEC, AF_INET or AF_INET6. */
+int cs__resolve(lua_State *L, const char *host, int family);
+
+/* ---- servers (tcp.c) ---- */
+
+typedef enum { CS_SRV_IDLE, CS_SRV_LISTENING, CS_SRV_DRAINING, CS_SRV_CLOSING } cs_srv_state_t;
+
+typedef struct {
+  double connections;
+  double accepted;
+  double rejected;
+  double bytes_in;
+  double bytes_out;
+} cs_server_stats_t;
+
+struct cs_server_s {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } u;
+  uv_timer_t sweep;      /* closes connections idle for idle_timeout */
+  uv_timer_t grace;      /* ends the shutdown grace period */
+  cs_runtime_t *rt;
+  cs_server_t *next;     /* rt->servers */
+  cs_srv_state_t state;
+  int self_ref;          /* anchors the userdata while handles are open;
+                            its environment holds handler and onerror */
+  int open_handles;
+  cs_task_t *starter;    /* the task parked in start() */
+  cs_wait_t swait;
+  cs_conn_t *conns;
+  cs_server_stats_t stats;
+  cs_framing_t framing;
+  char host[256];
+  int port;              /* requested, then bound */
+  int is_unix;
+  int backlog;
+  int reuse_port;
+  int max_connections;
+  double read_timeout, send_timeout, idle_timeout;
+  size_t max_frame;
+  unsigned listening : 1;
+};
+
+/* Binds and listens on s->host/port (a literal address, or unix:path when
+ * is_unix), then parks the calling task until the server has shut down. */
+int cs__server_start(lua_State *L, cs_server_t *s);
+void cs__server_shutdown(cs_server_t *s, double grace);
+void cs__server_conn_gone(cs_server_t *s, cs_conn_t *c);
+/* Drops one reference to c (see refs); the last one frees it. */
+void cs__conn_release(cs_conn_t *c);
+
+/* ---- errors and logging (error.c, log.c) ---- */
+
+/* [-0, +2] pushes nil and err's message; returns 2. */
+int cs__push_error(lua_State *L, int err);
+void cs__log(cs_runtime_t *rt, cs_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- Lua binding (bindings/lua) ---- */
+
+void cs__open_task(lua_State *L, cs_runtime_t *rt);
+void cs__open_conn(lua_State *L, cs_runtime_t *rt);
+void cs__open_server(lua_State *L, cs_runtime_t *rt);
+void cs__open_net(lua_State *L, cs_runtime_t *rt);
+void cs__preload_lua(lua_State *L);
+
+#endif /* COSERVE_INTERNAL_H */

@@ -1,0 +1,185 @@
+/* coserve: the command-line runner, written against coserve.h only.
+ *
+ *   coserve [options] app.lua [args...]
+ *
+ * Like lua.c, it reports `progname: message`, leaves signal work to the
+ * loop (uv_signal_t, so handlers run as ordinary callbacks), and keeps all
+ * of its state in one struct on main's stack. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <luajit.h>
+
+#include "coserve.h"
+
+#define PROGNAME "coserve"
+
+typedef struct {
+  cs_runtime_t *rt;
+  double grace;
+  int signals;           /* how many SIGINT/SIGTERM so far */
+  uv_signal_t sigint;
+  uv_signal_t sigterm;
+  uv_timer_t deadline;   /* ends the run once the grace period is over */
+} cli_t;
+
+static const char usage_text[] =
+    "usage: " PROGNAME " [options] app.lua [args...]\n"
+    "  -w, --workers N      worker processes (only 1 is available in this version)\n"
+    "      --grace S        seconds a graceful shutdown lets connections drain (default 10)\n"
+    "  -c, --check          load and compile app.lua, report errors, exit\n"
+    "  -e, --eval CODE      run CODE as the app (no file needed)\n"
+    "      --log-level L    error|warn|info|debug (default info), logs to stderr\n"
+    "  -v, --version        print versions of coserve, LuaJIT and libuv\n"
+    "  -h, --help           print this help\n";
+
+static int usage_error(const char *fmt, const char *what) {
+  fprintf(stderr, PROGNAME ": ");
+  fprintf(stderr, fmt, what);
+  fprintf(stderr, "\n%s", usage_text);
+  return 2;
+}
+
+static void cli_deadline_cb(uv_timer_t *timer) {
+  cli_t *cli = timer->data;
+  cs_runtime_stop(cli->rt);
+}
+
+/* First signal: graceful shutdown, then stop the loop when the grace
+ * period is over whatever is still running. Second SIGINT: exit now. */
+static void cli_signal_cb(uv_signal_t *sig, int signum) {
+  cli_t *cli = sig->data;
+  if (++cli->signals > 1 && signum == SIGINT) {
+    fprintf(stderr, PROGNAME ": interrupted\n");
+    exit(130);
+  }
+  if (cli->signals > 1)
+    return;
+  cs_runtime_shutdown(cli->rt, cli->grace);
+  uv_timer_start(&cli->deadline, cli_deadline_cb, (uint64_t)(cli->grace * 1000) + 100, 0);
+}
+
+static void cli_watch_signals(cli_t *cli) {
+  uv_loop_t *loop = cs_runtime_loop(cli->rt);
+  uv_signal_init(loop, &cli->sigint);
+  uv_signal_init(loop, &cli->sigterm);
+  uv_timer_init(loop, &cli->deadline);
+  cli->sigint.data = cli->sigterm.data = cli->deadline.data = cli;
+  uv_signal_start(&cli->sigint, cli_signal_cb, SIGINT);
+  uv_signal_start(&cli->sigterm, cli_signal_cb, SIGTERM);
+  /* None of them should keep the process alive on its own. */
+  uv_unref((uv_handle_t *)&cli->sigint);
+  uv_unref((uv_handle_t *)&cli->sigterm);
+  uv_unref((uv_handle_t *)&cli->deadline);
+}
+
+/* The global `arg`, as lua.c builds it: arg[0] the script, arg[1..] its
+ * arguments, negative indices the interpreter and its options. */
+static void cli_set_arg(lua_State *L, int argc, char **argv, int script) {
+  lua_createtable(L, argc - script - 1, script + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static int parse_level(const char *s, cs_log_level_t *out) {
+  static const char *const names[] = {"error", "warn", "info", "debug"};
+  for (int i = 0; i < 4; i++)
+    if (strcmp(s, names[i]) == 0) {
+      *out = (cs_log_level_t)i;
+      return 0;
+    }
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  cli_t cli;
+  memset(&cli, 0, sizeof cli);
+  cli.grace = 10;
+  const char *eval = NULL;
+  int check = 0;
+  cs_log_level_t level = CS_LOG_INFO;
+  int i = 1;
+  for (; i < argc && argv[i][0] == '-' && argv[i][1] != '\0'; i++) {
+    const char *o = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(o, "--") == 0) {
+      i++;
+      break;
+    } else if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
+      fputs(usage_text, stdout);
+      return 0;
+    } else if (strcmp(o, "-v") == 0 || strcmp(o, "--version") == 0) {
+      printf(PROGNAME " %s (%s, libuv %s)\n", CS_VERSION, LUAJIT_VERSION, uv_version_string());
+      return 0;
+    } else if (strcmp(o, "-c") == 0 || strcmp(o, "--check") == 0) {
+      check = 1;
+    } else if (strcmp(o, "-e") == 0 || strcmp(o, "--eval") == 0) {
+      if (v == NULL)
+        return usage_error("option '%s' needs an argument", o);
+      eval = v;
+      i++;
+    } else if (strcmp(o, "--log-level") == 0) {
+      if (v == NULL || parse_level(v, &level) != 0)
+        return usage_error("invalid --log-level '%s' (error, warn, info or debug)", v ? v : "");
+      i++;
+    } else if (strcmp(o, "--grace") == 0) {
+      char *end;
+      cli.grace = v ? strtod(v, &end) : -1;
+      if (v == NULL || *end != '\0' || cli.grace < 0)
+        return usage_error("invalid --grace '%s' (seconds expected)", v ? v : "");
+      i++;
+    } else if (strcmp(o, "-w") == 0 || strcmp(o, "--workers") == 0) {
+      if (v == NULL || strcmp(v, "1") != 0)
+        return usage_error("--workers %s: only one process is available in this version",
+                           v ? v : "");
+      i++;
+    } else {
+      return usage_error("unknown option '%s'", o);
+    }
+  }
+  const char *script = i < argc ? argv[i] : NULL;
+  if (script == NULL && eval == NULL)
+    return usage_error("%s", "no app.lua given");
+
+  cli.rt = cs_runtime_new();
+  if (cli.rt == NULL) {
+    fprintf(stderr, PROGNAME ": out of memory\n");
+    return 1;
+  }
+  cs_runtime_set_log_level(cli.rt, level);
+  lua_State *L = cs_runtime_lua(cli.rt);
+  cli_set_arg(L, argc, argv, script ? i : i - 1);
+
+  int rc;
+  if (eval)
+    rc = luaL_loadbuffer(L, eval, strlen(eval), "=(command line)");
+  else
+    rc = luaL_loadfile(L, script);
+  if (rc != 0) {
+    fprintf(stderr, PROGNAME ": %s\n", lua_tostring(L, -1));
+    cs_runtime_free(cli.rt);
+    return 1;
+  }
+  if (check) {
+    cs_runtime_free(cli.rt);
+    return 0;
+  }
+  /* The script's arguments are also its `...`, as with luajit. */
+  int nargs = 0;
+  for (int k = script ? i + 1 : argc; k < argc; k++, nargs++)
+    lua_pushstring(L, argv[k]);
+  cli_watch_signals(&cli);
+  rc = cs_runtime_run(cli.rt, nargs);
+  int status = 0;
+  if (rc < 0 && cli.signals == 0) {
+    fprintf(stderr, PROGNAME ": %s\n", cs_runtime_error(cli.rt));
+    status = 1;
+  }
+  cs_runtime_free(cli.rt);
+  return status;
+}

@@ -1,0 +1,208 @@
+/* The runtime: one loop, one Lua state, and the embedding API.
+ *
+ * A runtime comes to life in one of two ways. A C host calls
+ * cs_runtime_new(), which creates the Lua state too and makes
+ * `require "coserve"` find the built-in module. Plain LuaJIT (busted, a
+ * script) does `require "coserve"`, and the module creates a runtime bound
+ * to that state, torn down when the state is closed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+#include "internal.h"
+
+#define RUNTIME_KEY "coserve.runtime"
+
+static cs_runtime_t *runtime_create(lua_State *L) {
+  cs_runtime_t *rt = calloc(1, sizeof(*rt));
+  if (rt == NULL)
+    return NULL;
+  if (uv_loop_init(&rt->loop) != 0) {
+    free(rt);
+    return NULL;
+  }
+  rt->loop.data = rt;
+  rt->L = rt->main_L = L;
+  rt->log_level = CS_LOG_INFO;
+  rt->next_conn_id = 1;
+  cs__sched_init(rt);
+  return rt;
+}
+
+static void runtime_close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* Closes whatever is left and frees the runtime. Handles embedded in Lua
+ * userdata are only safe to close while the Lua state is still open, so
+ * this runs before lua_close() for an owned state. */
+static void runtime_destroy(cs_runtime_t *rt) {
+  uv_walk(&rt->loop, runtime_close_walk, NULL);
+  uv_run(&rt->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&rt->loop);
+  free(rt->errmsg);
+  free(rt);
+}
+
+cs_runtime_t *cs__runtime_get(lua_State *L) {
+  return (cs_runtime_t *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* The runtime that `require "coserve"` binds to L: the host's if there is
+ * one, else a new one owned by a userdata whose __gc frees it. */
+static int runtime_gc(lua_State *L) {
+  cs_runtime_t **box = lua_touserdata(L, 1);
+  if (*box) {
+    runtime_destroy(*box);
+    *box = NULL;
+  }
+  return 0;
+}
+
+cs_runtime_t *cs__runtime_for(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, RUNTIME_KEY);
+  cs_runtime_t *rt = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (rt)
+    return rt;
+  rt = runtime_create(L);
+  if (rt == NULL) {
+    luaL_error(L, "coserve: cannot create the runtime (out of memory)");
+    return NULL;
+  }
+  cs_runtime_t **box = lua_newuserdata(L, sizeof(*box));
+  *box = rt;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, runtime_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushlightuserdata(L, rt);
+  lua_setfield(L, LUA_REGISTRYINDEX, RUNTIME_KEY);
+  return rt;
+}
+
+void cs__set_error(cs_runtime_t *rt, const char *msg) {
+  char *copy = strdup(msg ? msg : "");
+  if (copy == NULL)
+    return;
+  free(rt->errmsg);
+  rt->errmsg = copy;
+}
+
+/* ---- running a main coroutine ---- */
+
+/* [-(nargs+1), +1] Runs the function below nargs arguments as the main
+ * task and drives the loop. Leaves the main task's box on the stack and
+ * returns 1 when it finished (its results are in the box), 0 when the loop
+ * ended without it (stopped, or a deadlock). */
+int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs) {
+  lua_State *saved = rt->L;
+  rt->L = L;
+  cs_task_t *t = cs__task_new(rt, L, nargs, 0);
+  t->main = 1;
+  cs__loop_run(rt);
+  rt->L = saved;
+  return t->done;
+}
+
+int cs_runtime_run(cs_runtime_t *rt, int nargs) {
+  lua_State *L = rt->main_L;
+  if (rt->running) {
+    lua_pop(L, nargs + 1);
+    cs__set_error(rt, "coserve: the runtime is already running");
+    return CS_ERUNTIME;
+  }
+  int top = lua_gettop(L) - nargs - 1;
+  int rc = 0;
+  if (!cs__runtime_main(rt, L, nargs)) {
+    cs__set_error(rt, "coserve: the main coroutine was left waiting with nothing to wake it");
+    rc = CS_ERUNTIME;
+  } else {
+    cs__task_push_results(L);
+    if (!lua_toboolean(L, top + 1)) {
+      cs__set_error(rt, lua_tostring(L, top + 2));
+      rc = CS_ERUNTIME;
+    }
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
+static int runtime_load_error(cs_runtime_t *rt) {
+  cs__set_error(rt, lua_tostring(rt->main_L, -1));
+  lua_pop(rt->main_L, 1);
+  return CS_ERUNTIME;
+}
+
+int cs_runtime_run_file(cs_runtime_t *rt, const char *path) {
+  if (luaL_loadfile(rt->main_L, path) != 0)
+    return runtime_load_error(rt);
+  return cs_runtime_run(rt, 0);
+}
+
+int cs_runtime_run_string(cs_runtime_t *rt, const char *code, const char *chunkname) {
+  if (luaL_loadbuffer(rt->main_L, code, strlen(code), chunkname) != 0)
+    return runtime_load_error(rt);
+  return cs_runtime_run(rt, 0);
+}
+
+/* ---- the embedding API ---- */
+
+cs_runtime_t *cs_runtime_new(void) {
+  lua_State *L = luaL_newstate();
+  if (L == NULL)
+    return NULL;
+  luaL_openlibs(L);
+  cs_runtime_t *rt = runtime_create(L);
+  if (rt == NULL) {
+    lua_close(L);
+    return NULL;
+  }
+  rt->owns_L = 1;
+  lua_pushlightuserdata(L, rt);
+  lua_setfield(L, LUA_REGISTRYINDEX, RUNTIME_KEY);
+  cs__preload_lua(L);
+  return rt;
+}
+
+lua_State *cs_runtime_lua(cs_runtime_t *rt) { return rt->main_L; }
+
+uv_loop_t *cs_runtime_loop(cs_runtime_t *rt) { return &rt->loop; }
+
+const char *cs_runtime_error(cs_runtime_t *rt) { return rt->errmsg ? rt->errmsg : ""; }
+
+void cs_runtime_set_log_level(cs_runtime_t *rt, cs_log_level_t level) { rt->log_level = level; }
+
+void cs_runtime_shutdown(cs_runtime_t *rt, double grace) {
+  if (rt->exiting)
+    grace = 0;
+  rt->exiting = 1;
+  for (cs_server_t *s = rt->servers, *n; s; s = n) {
+    n = s->next;
+    cs__server_shutdown(s, grace);
+  }
+}
+
+void cs_runtime_stop(cs_runtime_t *rt) { uv_stop(&rt->loop); }
+
+void cs_runtime_free(cs_runtime_t *rt) {
+  if (rt == NULL)
+    return;
+  if (rt->owns_L) {
+    lua_State *L = rt->main_L;
+    rt->tearing_down = 1;
+    /* Collect what Lua can before the loop goes, then close the handles
+     * that are still open while their memory is still valid. */
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, RUNTIME_KEY);
+    uv_walk(&rt->loop, runtime_close_walk, NULL);
+    uv_run(&rt->loop, UV_RUN_DEFAULT);
+    lua_close(L);
+  }
+  runtime_destroy(rt);
+}

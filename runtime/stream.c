@@ -1,0 +1,409 @@
+/* Connections: pattern reads, vectored writes, the one close path.
+ *
+ * Reading starts when a coroutine first waits for data and then stays on,
+ * into the runtime's shared scratch area: a read that satisfies the parked
+ * reader costs no allocation, and only leftover bytes are copied into the
+ * connection's own buffer. Reading pauses when nobody reads and
+ * CONN_HIGH_WATER bytes are buffered, so a peer cannot make us buffer more.
+ *
+ * Writing never copies: uv_try_write hands what the kernel takes at once;
+ * the rest is written from the caller's strings (anchored in the registry)
+ * while the caller parks. So `send` returns once the kernel has every byte,
+ * and a peer that stops reading holds nothing of ours but the string being
+ * sent. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define CONN_HIGH_WATER 65536
+#define CONN_IOV_STACK 16
+
+static int read_abort(cs_wait_t *w, lua_State *co, int err);
+static int write_abort(cs_wait_t *w, lua_State *co, int err);
+static int connect_abort(cs_wait_t *w, lua_State *co, int err);
+
+cs_conn_t *cs__conn_new(cs_runtime_t *rt, cs_conn_type_t type) {
+  cs_conn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return NULL;
+  if (type == CS_CONN_TCP)
+    uv_tcp_init(&rt->loop, &c->u.tcp);
+  else
+    uv_pipe_init(&rt->loop, &c->u.pipe, 0);
+  c->u.handle.data = c;
+  c->type = type;
+  c->rt = rt;
+  c->id = rt->next_conn_id++;
+  c->rref = c->wref = c->box_ref = LUA_NOREF;
+  c->refs = 1;
+  c->rwait.abort = read_abort;
+  c->wwait.abort = write_abort;
+  c->cwait.abort = connect_abort;
+  c->read_timeout = c->send_timeout = c->connect_timeout = 60;
+  c->max_frame = 2 * 1024 * 1024;
+  c->last_io = uv_now(&rt->loop);
+  rt->nconns++;
+  return c;
+}
+
+/* ---- closing ---- */
+
+void cs__conn_release(cs_conn_t *c) {
+  if (--c->refs > 0)
+    return;
+  cs_runtime_t *rt = c->rt;
+  if (c->wref != LUA_NOREF)
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, c->wref);
+  if (c->box_ref != LUA_NOREF)
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, c->box_ref);
+  cs__buf_free(&c->rbuf);
+  if (c->server)
+    cs__server_conn_gone(c->server, c);
+  rt->nconns--;
+  free(c);
+}
+
+static void conn_close_cb(uv_handle_t *h) { cs__conn_release(h->data); }
+
+static void conn_unpark(cs_task_t **slot, int err) {
+  cs_task_t *t = *slot;
+  if (t == NULL)
+    return;
+  *slot = NULL;
+  cs__wake(t, cs__push_error(t->co, err));
+}
+
+void cs__conn_close(cs_conn_t *c, int err) {
+  if (c->closing)
+    return;
+  c->closing = 1;
+  cs_runtime_t *rt = c->rt;
+  if (c->rref != LUA_NOREF) {
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, c->rref);
+    c->rref = LUA_NOREF;
+  }
+  conn_unpark(&c->reader, err);
+  conn_unpark(&c->writer, err);
+  conn_unpark(&c->connector, err);
+  while (c->tasks) {
+    cs_task_t *t = c->tasks;
+    c->tasks = t->onext;
+    t->owner = NULL;
+    t->onext = t->oprev = NULL;
+    cs__task_cancel(t);
+  }
+  if (c->server)
+    c->server->stats.connections--;
+  if (c->box) {
+    c->box->c = NULL;
+    c->box = NULL;
+  }
+  uv_close(&c->u.handle, conn_close_cb);
+}
+
+/* ---- reading ---- */
+
+/* [-0, +n] The shared try of the fast path and the read callback: pushes
+ * the match onto co and returns 1, pushes nil, err[, partial] and returns
+ * their count, or returns 0 when more data is needed. */
+static int conn_try_read(lua_State *co, cs_conn_t *c) {
+  cs_buf_t *b = &c->rbuf;
+  size_t take = 0, skip = 0;
+  int r = cs__match(&c->rreq, cs__buf_data(b), b->len, c->eof, &take, &skip);
+  if (r == 1) {
+    lua_pushlstring(co, cs__buf_data(b), take);
+    cs__buf_consume(b, skip);
+    return 1;
+  }
+  if (r < 0) {
+    /* Too large: the stream cannot be resynchronised, so it is dropped. */
+    c->reader = NULL;
+    cs__conn_close(c, CS_ECLOSED);
+    return cs__push_error(co, r);
+  }
+  if (c->eof || c->err) {
+    cs__push_error(co, c->err ? c->err : CS_ECLOSED);
+    lua_pushlstring(co, cs__buf_data(b), b->len);
+    cs__buf_consume(b, b->len);
+    return 3;
+  }
+  return 0;
+}
+
+static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  cs_conn_t *c = h->data;
+  cs_runtime_t *rt = c->rt;
+  (void)suggested;
+  if (c->rbuf.len == 0 && !rt->scratch_busy) {
+    rt->scratch_busy = 1;
+    buf->base = rt->scratch;
+    buf->len = CS_SCRATCH_SIZE;
+    return;
+  }
+  if (cs__buf_reserve(&c->rbuf, 16384) != 0) {
+    buf->base = NULL;
+    buf->len = 0;
+    return;
+  }
+  buf->base = c->rbuf.base + c->rbuf.off + c->rbuf.len;
+  buf->len = c->rbuf.cap - c->rbuf.off - c->rbuf.len;
+}
+
+static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  cs_conn_t *c = s->data;
+  cs_runtime_t *rt = c->rt;
+  if (buf->base == rt->scratch) {
+    rt->scratch_busy = 0;
+    if (nread > 0) {
+      c->rbuf.base = rt->scratch;
+      c->rbuf.off = 0;
+      c->rbuf.len = (size_t)nread;
+      c->rbuf.cap = 0;
+    }
+  } else if (nread > 0) {
+    c->rbuf.len += (size_t)nread;
+  }
+  if (nread == 0)
+    return;
+  if (nread > 0) {
+    c->last_io = uv_now(&rt->loop);
+    if (c->server)
+      c->server->stats.bytes_in += (double)nread;
+  } else {
+    if (nread == UV_EOF)
+      c->eof = 1;
+    else
+      c->err = (int)nread;
+    uv_read_stop(s);
+    c->reading = 0;
+  }
+  cs_task_t *t = c->reader;
+  if (t) {
+    int n = conn_try_read(t->co, c);
+    if (n > 0) {
+      c->reader = NULL;
+      if (c->rref != LUA_NOREF) {
+        luaL_unref(rt->L, LUA_REGISTRYINDEX, c->rref);
+        c->rref = LUA_NOREF;
+      }
+      cs__wake(t, n);
+    }
+  }
+  if (c->closing) {
+    if (c->rbuf.cap == 0)
+      c->rbuf.base = NULL, c->rbuf.len = c->rbuf.off = 0;
+    return;
+  }
+  if (cs__buf_own(&c->rbuf) != 0) {
+    cs__conn_close(c, UV_ENOMEM);
+    return;
+  }
+  if (c->reader == NULL && c->reading && c->rbuf.len >= CONN_HIGH_WATER) {
+    uv_read_stop(s);
+    c->reading = 0;
+  }
+}
+
+static int read_abort(cs_wait_t *w, lua_State *co, int err) {
+  cs_conn_t *c = (cs_conn_t *)((char *)w - offsetof(cs_conn_t, rwait));
+  c->reader = NULL;
+  if (c->rref != LUA_NOREF) {
+    luaL_unref(c->rt->L, LUA_REGISTRYINDEX, c->rref);
+    c->rref = LUA_NOREF;
+  }
+  cs__push_error(co, err);
+  /* As LuaSocket: what arrived is handed over as partial data, except for
+   * frames, which must stay whole. */
+  if (c->rreq.kind == CS_READ_FRAME) {
+    lua_pushliteral(co, "");
+  } else {
+    lua_pushlstring(co, cs__buf_data(&c->rbuf), c->rbuf.len);
+    cs__buf_consume(&c->rbuf, c->rbuf.len);
+  }
+  return 3;
+}
+
+int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout,
+                  const char *fname) {
+  cs_task_t *t = cs__task_current(L, fname);
+  if (c->reader)
+    return cs__push_error(L, CS_EBUSY);
+  c->rreq = *r;
+  int n = conn_try_read(L, c);
+  if (n > 0)
+    return n;
+  if (!c->reading) {
+    int rc = uv_read_start(&c->u.stream, conn_alloc_cb, conn_read_cb);
+    if (rc < 0)
+      return cs__push_error(L, rc);
+    c->reading = 1;
+  }
+  if (r->kind == CS_READ_UNTIL) {
+    /* The delimiter points into a Lua string: keep it while parked. */
+    lua_pushlstring(L, r->delim, r->delim_len);
+    c->rreq.delim = lua_tostring(L, -1);
+    c->rref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  c->reader = t;
+  return cs__park(L, t, &c->rwait, timeout);
+}
+
+/* ---- writing ---- */
+
+static void conn_write_cb(uv_write_t *req, int status) {
+  cs_conn_t *c = req->data;
+  cs_runtime_t *rt = c->rt;
+  luaL_unref(rt->L, LUA_REGISTRYINDEX, c->wref);
+  c->wref = LUA_NOREF;
+  cs_task_t *t = c->writer;
+  if (t == NULL)
+    return;
+  c->writer = NULL;
+  if (status == 0) {
+    c->last_io = uv_now(&rt->loop);
+    lua_pushnumber(t->co, (double)c->wtotal);
+    cs__wake(t, 1);
+  } else {
+    cs__wake(t, cs__push_error(t->co, status));
+  }
+}
+
+/* A write cannot be taken back halfway: a send that times out or is
+ * canceled leaves the stream with an unknown prefix sent, so the
+ * connection is closed, as OpenResty does. */
+static int write_abort(cs_wait_t *w, lua_State *co, int err) {
+  cs_conn_t *c = (cs_conn_t *)((char *)w - offsetof(cs_conn_t, wwait));
+  c->writer = NULL;
+  cs__conn_close(c, CS_ECLOSED);
+  return cs__push_error(co, err);
+}
+
+static int iov_add(lua_State *L, int idx, uv_buf_t *iov, size_t *total) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (s == NULL || lua_type(L, idx) != LUA_TSTRING)
+    return 0;
+  iov->base = (char *)s;
+  iov->len = len;
+  *total += len;
+  return 1;
+}
+
+int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
+  cs_task_t *t = cs__task_current(L, fname);
+  if (c->writer)
+    return cs__push_error(L, CS_EBUSY);
+  uv_buf_t stack_iov[CONN_IOV_STACK];
+  uv_buf_t *iov = stack_iov;
+  size_t total = 0;
+  int cnt = 1;
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    cnt = (int)lua_objlen(L, idx);
+    if (cnt > CONN_IOV_STACK)
+      iov = lua_newuserdata(L, sizeof(uv_buf_t) * (size_t)cnt);
+    for (int i = 0; i < cnt; i++) {
+      lua_rawgeti(L, idx, i + 1);
+      if (!iov_add(L, -1, &iov[i], &total))
+        return luaL_error(L, "bad argument #1 to '%s' (item %d is not a string)", fname, i + 1);
+      lua_pop(L, 1); /* the table still holds it */
+    }
+  } else if (!iov_add(L, idx, iov, &total)) {
+    return luaL_argerror(L, 1, "string or array of strings expected");
+  }
+  if (total == 0) {
+    lua_pushnumber(L, 0);
+    return 1;
+  }
+  int n = uv_try_write(&c->u.stream, iov, (unsigned)cnt);
+  if (n == UV_EAGAIN || n == UV_ENOSYS)
+    n = 0;
+  if (n < 0)
+    return cs__push_error(L, n);
+  if (c->server)
+    c->server->stats.bytes_out += (double)total;
+  if ((size_t)n == total) {
+    c->last_io = uv_now(&c->rt->loop);
+    lua_pushnumber(L, (double)total);
+    return 1;
+  }
+  /* The kernel is full: skip what it took, anchor the rest and park. */
+  size_t skip = (size_t)n;
+  int k = 0;
+  while (skip >= iov[k].len) {
+    skip -= iov[k].len;
+    k++;
+  }
+  iov[k].base += skip;
+  iov[k].len -= skip;
+  if (lua_type(L, idx) == LUA_TTABLE) {
+    lua_createtable(L, cnt, 0);
+    for (int i = 1; i <= cnt; i++) {
+      lua_rawgeti(L, idx, i);
+      lua_rawseti(L, -2, i);
+    }
+  } else {
+    lua_pushvalue(L, idx);
+  }
+  c->wref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->wreq.data = c;
+  int rc = uv_write(&c->wreq, &c->u.stream, iov + k, (unsigned)(cnt - k), conn_write_cb);
+  if (rc < 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, c->wref);
+    c->wref = LUA_NOREF;
+    return cs__push_error(L, rc);
+  }
+  c->writer = t;
+  c->wtotal = total;
+  return cs__park(L, t, &c->wwait, c->send_timeout);
+}
+
+/* ---- connecting ---- */
+
+static void conn_connect_cb(uv_connect_t *req, int status) {
+  cs_conn_t *c = req->data;
+  cs_task_t *t = c->connector;
+  if (t == NULL)
+    return; /* aborted: already closed */
+  c->connector = NULL;
+  if (status == 0) {
+    cs_runtime_t *rt = c->rt;
+    c->open = 1;
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, c->box_ref);
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, c->box_ref);
+    c->box_ref = LUA_NOREF;
+    cs__wake(t, 1);
+  } else {
+    cs__conn_close(c, status);
+    cs__wake(t, cs__push_error(t->co, status));
+  }
+}
+
+static int connect_abort(cs_wait_t *w, lua_State *co, int err) {
+  cs_conn_t *c = (cs_conn_t *)((char *)w - offsetof(cs_conn_t, cwait));
+  c->connector = NULL;
+  cs__conn_close(c, err);
+  return cs__push_error(co, err);
+}
+
+/* [-1, +1|2] Takes the connection's object from the top of L and parks
+ * until connected: returns it, or nil, err (the connection is then closed).
+ * The object is anchored meanwhile. */
+int cs__conn_connect(lua_State *L, cs_conn_t *c, const struct sockaddr *addr,
+                     const char *path, double timeout) {
+  cs_task_t *t = cs__task_current(L, "coserve.connect");
+  c->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->creq.data = c;
+  if (path) {
+    uv_pipe_connect(&c->creq, &c->u.pipe, path, conn_connect_cb);
+  } else {
+    int rc = uv_tcp_connect(&c->creq, &c->u.tcp, addr, conn_connect_cb);
+    if (rc < 0) {
+      cs__conn_close(c, rc);
+      return cs__push_error(L, rc);
+    }
+    uv_tcp_nodelay(&c->u.tcp, 1);
+  }
+  c->connector = t;
+  return cs__park(L, t, &c->cwait, timeout);
+}
