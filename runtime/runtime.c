@@ -166,6 +166,15 @@ cs_runtime_t *cs_runtime_new(void) {
   lua_pushlightuserdata(L, rt);
   lua_setfield(L, LUA_REGISTRYINDEX, RUNTIME_KEY);
   cs__preload_lua(L);
+  /* The main task is created before the app requires anything, so the
+   * core's metatables must exist already. */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "coserve.core");
+  if (lua_pcall(L, 1, 0, 0) != 0) {
+    lua_pop(L, 1);
+    cs_runtime_free(rt);
+    return NULL;
+  }
   return rt;
 }
 
