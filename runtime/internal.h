@@ -22,6 +22,7 @@
 #define CS_TASK_MT "coserve.task"
 #define CS_CONN_MT "coserve.conn"
 #define CS_SERVER_MT "coserve.server"
+#define CS_TRAMPOLINE_KEY "coserve.trampoline"
 
 typedef struct cs_task_s cs_task_t;
 typedef struct cs_wait_s cs_wait_t;
@@ -119,7 +120,8 @@ struct cs_runtime_s {
 cs_runtime_t *cs__runtime_get(lua_State *L); /* from upvalue 1 */
 /* The runtime bound to L's state, created on first use from plain Lua. */
 cs_runtime_t *cs__runtime_for(lua_State *L);
-/* [-(nargs+1), +1] Runs a main task; see runtime.c. */
+/* [-(nargs+1), +1] Runs a main task; see runtime.c. Returns 0 when the
+ * main task did not finish on its own (stopped, or deadlocked). */
 int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs);
 void cs__set_error(cs_runtime_t *rt, const char *msg);
 
@@ -196,14 +198,15 @@ void cs__task_cancel(cs_task_t *t);
  * results... or false, error; returns n + 1. */
 int cs__task_push_results(lua_State *L);
 
-/* [-0, +1] Pushes "message\nstack traceback: ..." for a failed coroutine. */
-void cs__push_traceback(lua_State *L, lua_State *co, int level);
 
 void cs__sched_init(cs_runtime_t *rt);
+/* Creates the Lua side of the scheduler (the task trampoline) in L. */
+int cs__sched_open(lua_State *L);
 void cs__sched_drain(cs_runtime_t *rt);
-/* Drives the loop until no handle or ready task is left. Aborts tasks that
- * nothing can wake once the main one has finished. */
-void cs__loop_run(cs_runtime_t *rt);
+/* Drives the loop until no handle or ready task is left, then cancels the
+ * tasks that nothing can wake and lets them unwind. Returns 1 when the
+ * main task was one of them (a deadlock). */
+int cs__loop_run(cs_runtime_t *rt);
 
 /* ---- connections (stream.c) ---- */
 

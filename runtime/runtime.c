@@ -104,9 +104,9 @@ int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs) {
   rt->L = L;
   cs_task_t *t = cs__task_new(rt, L, nargs, 0);
   t->main = 1;
-  cs__loop_run(rt);
+  int deadlock = cs__loop_run(rt);
   rt->L = saved;
-  return t->done;
+  return t->done && !deadlock;
 }
 
 int cs_runtime_run(cs_runtime_t *rt, int nargs) {

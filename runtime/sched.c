@@ -112,11 +112,13 @@ cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front) {
   lua_pushvalue(L, -1);
   t->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
-  /* Move the function and its arguments onto the new coroutine; the box
-   * stays, ending up where the function was. */
+  /* Move the trampoline, the function and its arguments onto the new
+   * coroutine; the box stays, ending up where the function was. */
   lua_insert(L, fidx);
-  lua_xmove(L, t->co, nargs + 1);
-  t->nret = nargs;
+  lua_getfield(L, LUA_REGISTRYINDEX, CS_TRAMPOLINE_KEY);
+  lua_insert(L, fidx + 1);
+  lua_xmove(L, t->co, nargs + 2);
+  t->nret = nargs + 1;
 
   uv_timer_init(&rt->loop, &t->timer);
   t->timer.data = t;
@@ -191,41 +193,21 @@ void cs__task_cancel(cs_task_t *t) {
 
 /* ---- finishing ---- */
 
-void cs__push_traceback(lua_State *L, lua_State *co, int level) {
-  const char *msg = lua_tostring(co, -1);
-  if (msg == NULL) {
-    if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING) {
-      lua_xmove(co, L, 1);
-      msg = lua_tostring(L, -1);
-      lua_pop(L, 1); /* still referenced by co's stack below */
-    } else {
-      msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
-    }
-  }
-  luaL_traceback(L, co, msg, level);
-}
-
 static void task_close_cb(uv_handle_t *h) {
   cs_task_t *t = (cs_task_t *)h->data;
   luaL_unref(t->rt->L, LUA_REGISTRYINDEX, t->box_ref);
 }
 
-/* [-1, +0] Stores the finished coroutine's results (or its error with a
- * traceback) in the environment table of the box on top of L:
- * { ok = bool, n = count, ... }. */
+/* [-1, +0] Stores the finished coroutine's results (or its error message,
+ * which carries a traceback) in the environment table of the box on top
+ * of L: { ok = bool, n = count, ... }. */
 static void task_store_results(lua_State *L, lua_State *co, int ok) {
-  int n = lua_gettop(co);
-  lua_createtable(L, ok ? n : 1, 2);
-  if (ok) {
-    luaL_checkstack(L, n + 4, "too many results");
-    lua_xmove(co, L, n);
-    for (int i = n; i >= 1; i--)
-      lua_rawseti(L, -(i + 1), i);
-  } else {
-    cs__push_traceback(L, co, 0);
-    lua_rawseti(L, -2, 1);
-    n = 1;
-  }
+  int n = ok ? lua_gettop(co) : 1;
+  lua_createtable(L, n, 2);
+  luaL_checkstack(L, n + 4, "too many results");
+  lua_xmove(co, L, n);
+  for (int i = n; i >= 1; i--)
+    lua_rawseti(L, -(i + 1), i);
   lua_pushboolean(L, ok);
   lua_setfield(L, -2, "ok");
   lua_pushinteger(L, n);
@@ -326,7 +308,43 @@ static void task_resume(cs_task_t *t) {
     task_finish(t, 0);
     return;
   }
-  task_finish(t, status == 0);
+  if (status != 0) {
+    /* Only an error outside the trampoline's xpcall (out of memory while
+     * starting) gets here. */
+    const char *msg = lua_tostring(co, -1);
+    lua_settop(co, 0);
+    lua_pushstring(co, msg ? msg : "task failed");
+    task_finish(t, 0);
+    return;
+  }
+  /* The trampoline returned xpcall's results: ok, results... */
+  int ok = lua_toboolean(co, 1);
+  lua_remove(co, 1);
+  task_finish(t, ok);
+}
+
+/* Every task runs its function under xpcall inside its own coroutine, so
+ * that an error is caught (and its traceback taken) where it happens, and
+ * lua_resume never has to unwind a failed coroutine. */
+static const char trampoline_src[] =
+    "local xpcall, traceback, type, tostring = xpcall, debug.traceback, type, tostring\n"
+    "local function handler(e)\n"
+    "  if type(e) ~= 'string' then\n"
+    "    local mt = getmetatable(e)\n"
+    "    e = mt and mt.__tostring and tostring(e) or\n"
+    "        '(error object is a ' .. type(e) .. ' value)'\n"
+    "  end\n"
+    "  local tb = traceback(e, 2)\n"
+    "  return (tb:gsub('\\n%s*%[builtin#%d+%]: at 0x%x+$', ''))\n"
+    "end\n"
+    "return function(f, ...) return xpcall(f, handler, ...) end\n";
+
+int cs__sched_open(lua_State *L) {
+  if (luaL_loadbuffer(L, trampoline_src, sizeof trampoline_src - 1, "=coserve.task") != 0)
+    return lua_error(L);
+  lua_call(L, 0, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, CS_TRAMPOLINE_KEY);
+  return 0;
 }
 
 /* ---- the drain ---- */
@@ -359,8 +377,10 @@ void cs__sched_init(cs_runtime_t *rt) {
 
 /* Once the loop has nothing left, tasks still parked can never be woken
  * (a channel nobody will push to, say). Cancel them so they unwind, a few
- * rounds at most, rather than leaving them anchored forever. */
-void cs__loop_run(cs_runtime_t *rt) {
+ * rounds at most, rather than leaving them anchored forever. Returns 1 if
+ * the main task was among them: a deadlock. */
+int cs__loop_run(cs_runtime_t *rt) {
+  int deadlock = 0;
   rt->running = 1;
   for (int round = 0; round < 4; round++) {
     uv_run(&rt->loop, UV_RUN_DEFAULT);
@@ -368,10 +388,8 @@ void cs__loop_run(cs_runtime_t *rt) {
       break; /* cs_runtime_stop() */
     int any = 0;
     for (cs_task_t *t = rt->tasks; t; t = t->all_next) {
-      if (t->main && !t->done)
-        goto out; /* the caller reports the deadlock */
       if (t->wait) {
-        t->canceled = 1;
+        deadlock |= t->main;
         any = 1;
       }
     }
@@ -380,9 +398,9 @@ void cs__loop_run(cs_runtime_t *rt) {
     for (cs_task_t *t = rt->tasks, *n; t; t = n) {
       n = t->all_next;
       if (t->wait)
-        cs__abort(t, UV_ECANCELED);
+        cs__task_cancel(t);
     }
   }
-out:
   rt->running = 0;
+  return deadlock;
 }

@@ -15,7 +15,6 @@ local tremove = table.remove
 local M = {
   version = core.version,
   libuv_version = core.libuv_version,
-  run = core.run,
   spawn = spawn,
   sleep = sleep,
   now = core.now,
@@ -25,6 +24,14 @@ local M = {
   log_level = core.log_level,
   shutdown = core.shutdown,
 }
+
+local function run_results(ok, ...)
+  if not ok then error((...), 0) end
+  return ...
+end
+
+-- coserve.run(fn, ...) -> fn's results; raises fn's error (with traceback).
+function M.run(...) return run_results(core.run(...)) end
 
 -- A FIFO of parked tasks. A waiter that timed out removes itself; one
 -- that timed out but has not run yet is skipped because wake() says no.

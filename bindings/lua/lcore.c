@@ -5,23 +5,28 @@
 
 #include "internal.h"
 
-/* coserve.run(fn, ...) -> fn's results, or raises fn's error. */
+/* core.run(fn, ...) -> true, fn's results | false, fn's error.
+ * coserve.run raises the error from Lua. */
 static int lcore_run(lua_State *L) {
   cs_runtime_t *rt = cs__runtime_get(L);
   luaL_checktype(L, 1, LUA_TFUNCTION);
-  if (rt->running)
-    return luaL_error(L, "coserve.run: the loop is already running "
-                         "(use coserve.spawn inside a coserve coroutine)");
-  int nargs = lua_gettop(L) - 1;
-  if (!cs__runtime_main(rt, L, nargs))
-    return luaL_error(L, "coserve.run: the main coroutine is waiting but nothing can wake it "
-                         "(deadlock)");
-  int n = cs__task_push_results(L);
-  if (!lua_toboolean(L, -n)) {
-    lua_pushvalue(L, -n + 1);
-    return lua_error(L);
+  if (rt->running) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "coserve.run: the loop is already running "
+                       "(use coserve.spawn inside a coserve coroutine)");
+    return 2;
   }
-  return n - 1;
+  int nargs = lua_gettop(L) - 1;
+  /* Errors are returned, not raised: LuaJIT 2.1.0-beta3 (Debian 12) can
+   * crash when a C function raises after it has resumed coroutines that
+   * failed with a VM error while the JIT is on. coserve.lua raises. */
+  if (!cs__runtime_main(rt, L, nargs)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "coserve.run: the main coroutine is waiting but nothing can wake it "
+                       "(deadlock)");
+    return 2;
+  }
+  return cs__task_push_results(L);
 }
 
 int cs__spawn(lua_State *L, cs_conn_t *owner) {
@@ -174,6 +179,7 @@ static const luaL_Reg core_funcs[] = {
 
 int luaopen_coserve_core(lua_State *L) {
   cs_runtime_t *rt = cs__runtime_for(L);
+  cs__sched_open(L);
   cs__open_task(L, rt);
   cs__open_conn(L, rt);
   cs__open_server(L, rt);

@@ -1,0 +1,29 @@
+# Shared set-up for scripts/coserve and scripts/test: installs the Debian
+# packages that are missing, then configures and builds when needed.
+# Sourced, not run. Progress goes to stderr so that apps own stdout.
+
+COSERVE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+COSERVE_PACKAGES=(build-essential cmake pkg-config luajit libluajit-5.1-dev libuv1-dev lua-busted)
+
+cs_need_packages() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "coserve: installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# cs_build DIR [cmake args...]: configure once, then an incremental build.
+cs_build() {
+  local dir=$1
+  shift
+  if [ ! -f "$dir/CMakeCache.txt" ]; then
+    cmake -S "$COSERVE_ROOT" -B "$dir" "$@" >&2
+  fi
+  cmake --build "$dir" -j "$(nproc)" >&2
+}
