@@ -9,6 +9,7 @@
  * its timer. It is anchored in the registry from spawn until its timer's
  * close callback, and its coroutine until it finishes; after that the
  * garbage collector owns it like any other value. */
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
@@ -43,10 +44,12 @@ static cs_task_t *q_pop(cs_taskq_t *q) {
   return t;
 }
 
+static void sched_idle_cb(uv_idle_t *h) { cs__sched_drain((cs_runtime_t *)h->data); }
+
 static void sched_need_drain(cs_runtime_t *rt) {
   /* An active idle handle makes the next poll return at once. */
   if (!uv_is_active((uv_handle_t *)&rt->idle))
-    uv_idle_start(&rt->idle, (uv_idle_cb)cs__sched_drain);
+    uv_idle_start(&rt->idle, sched_idle_cb);
 }
 
 static void task_enqueue(cs_task_t *t, int front) {
@@ -171,6 +174,7 @@ int cs__yield(lua_State *L, cs_task_t *t, int nkeep, cs_task_t *after) {
 }
 
 void cs__wake(cs_task_t *t, int nret) {
+  assert(!t->queued && !t->done);
   uv_timer_stop(&t->timer);
   t->wait = NULL;
   t->nret = nret;

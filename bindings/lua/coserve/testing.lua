@@ -45,6 +45,10 @@ function M.run(fn, opts)
         failure = r[2]
       end
     end
+    -- Client connections the case dropped without closing are closed by
+    -- their __gc, as they would be in a long-running program.
+    collectgarbage()
+    collectgarbage()
     local left = settle(failure and 0.2 or 1)
     if left > 0 then
       failure = failure or ("test left %d task(s) running (stop servers, join or cancel tasks)")
