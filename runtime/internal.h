@@ -124,6 +124,9 @@ cs_runtime_t *cs__runtime_for(lua_State *L);
  * main task did not finish on its own (stopped, or deadlocked). */
 int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs);
 void cs__set_error(cs_runtime_t *rt, const char *msg);
+/* Closes every server now and cancels every task but the running one, so
+ * that the loop unwinds: after the main task failed, or a test's deadline. */
+void cs__runtime_abort(cs_runtime_t *rt);
 
 /* ---- tasks, park and wake (sched.c) ---- */
 
@@ -144,7 +147,9 @@ struct cs_task_s {
   lua_State *co;
   int co_ref;            /* anchors the coroutine until it finishes */
   int box_ref;           /* anchors this userdata until the timer is closed */
-  uv_timer_t timer;      /* the deadline of the current park */
+  uv_timer_t timer;      /* the deadline of the current park (lazy) */
+  uint64_t deadline;     /* of the current park, loop ms; UINT64_MAX: none */
+  uint64_t armed;        /* when the timer fires, if it is active */
   cs_wait_t *wait;       /* non-NULL while parked */
   cs_task_t *next;       /* ready queue */
   cs_task_t *all_prev, *all_next; /* rt->tasks */

@@ -80,6 +80,8 @@ static int match_frame(const cs_read_t *r, const char *data, size_t len, size_t 
 
 int cs__match(const cs_read_t *r, const char *data, size_t len, int eof, size_t *take,
               size_t *skip) {
+  if (len == 0)
+    data = ""; /* an empty buffer has no memory; memchr wants some */
   switch (r->kind) {
   case CS_READ_LINE:
     return match_line(r, data, len, take, skip);

@@ -196,6 +196,16 @@ void cs_runtime_shutdown(cs_runtime_t *rt, double grace) {
   }
 }
 
+void cs__runtime_abort(cs_runtime_t *rt) {
+  for (cs_server_t *s = rt->servers, *n; s; s = n) {
+    n = s->next;
+    cs__server_shutdown(s, 0);
+  }
+  for (cs_task_t *t = rt->tasks; t; t = t->all_next)
+    if (t != rt->current)
+      cs__task_cancel(t);
+}
+
 void cs_runtime_stop(cs_runtime_t *rt) { uv_stop(&rt->loop); }
 
 void cs_runtime_free(cs_runtime_t *rt) {

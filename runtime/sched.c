@@ -92,10 +92,22 @@ static int jwait_abort(cs_wait_t *w, lua_State *co, int err) {
   return 2;
 }
 
+/* Deadlines are lazy: a wake leaves the timer armed (only unreferenced),
+ * and a park re-arms it only when its deadline is earlier than the armed
+ * one. A connection that waits with the same read timeout over and over
+ * thus costs no timer-heap work per wait; when the timer fires early, it
+ * is re-armed for what is left. */
 static void task_timer_cb(uv_timer_t *timer) {
   cs_task_t *t = (cs_task_t *)timer->data;
-  if (t->wait)
+  if (t->wait == NULL || t->deadline == UINT64_MAX)
+    return;
+  uint64_t now = uv_now(timer->loop);
+  if (t->deadline <= now) {
     cs__abort(t, UV_ETIMEDOUT);
+    return;
+  }
+  t->armed = t->deadline;
+  uv_timer_start(timer, task_timer_cb, t->deadline - now, 0);
 }
 
 cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front) {
@@ -124,6 +136,7 @@ cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front) {
   t->nret = nargs + 1;
 
   uv_timer_init(&rt->loop, &t->timer);
+  uv_unref((uv_handle_t *)&t->timer);
   t->timer.data = t;
   t->all_next = rt->tasks;
   if (rt->tasks)
@@ -150,7 +163,15 @@ int cs__park(lua_State *L, cs_task_t *t, cs_wait_t *w, double timeout) {
   t->wait = w;
   if (timeout >= 0) {
     double ms = ceil(timeout * 1000.0);
-    uv_timer_start(&t->timer, task_timer_cb, ms > 9e15 ? (uint64_t)9e15 : (uint64_t)ms, 0);
+    uint64_t delay = ms > 9e15 ? (uint64_t)9e15 : (uint64_t)ms;
+    t->deadline = uv_now(&t->rt->loop) + delay;
+    if (!uv_is_active((uv_handle_t *)&t->timer) || t->deadline < t->armed) {
+      t->armed = t->deadline;
+      uv_timer_start(&t->timer, task_timer_cb, delay, 0);
+    }
+    uv_ref((uv_handle_t *)&t->timer);
+  } else {
+    t->deadline = UINT64_MAX;
   }
   lua_pushlightuserdata(L, &t->rt->sentinel);
   return lua_yield(L, 1);
@@ -175,7 +196,8 @@ int cs__yield(lua_State *L, cs_task_t *t, int nkeep, cs_task_t *after) {
 
 void cs__wake(cs_task_t *t, int nret) {
   assert(!t->queued && !t->done);
-  uv_timer_stop(&t->timer);
+  /* The timer stays armed but must not keep the loop alive. */
+  uv_unref((uv_handle_t *)&t->timer);
   t->wait = NULL;
   t->nret = nret;
   task_enqueue(t, 0);
@@ -274,6 +296,10 @@ static void task_finish(cs_task_t *t, int ok) {
       t->onext->oprev = t->oprev;
     t->owner = NULL;
   }
+  /* The app's main function failed: nothing is left to serve it, so
+   * everything unwinds and the error is reported at once. */
+  if (t->main && !ok)
+    cs__runtime_abort(rt);
   if (t->on_done)
     t->on_done(t, ok);
   else if (!ok && !joined && !t->main) {

@@ -207,26 +207,35 @@ function Semaphore:count() return self.n end
 local Timer = {}
 Timer.__index = Timer
 
-function Timer:cancel() self.task:cancel() end
+-- Once canceled, a timer starts nothing more, even when its wait had
+-- already ended and it was about to.
+function Timer:cancel()
+  self.canceled = true
+  self.task:cancel()
+end
 
 -- coserve.after(s, fn): fn runs in a coroutine of its own after s seconds.
 function M.after(s, fn)
-  return setmetatable({ task = spawn(function()
-    if sleep(s) then spawn(fn) end
-  end) }, Timer)
+  local timer = setmetatable({ canceled = false }, Timer)
+  timer.task = spawn(function()
+    if sleep(s) and not timer.canceled then spawn(fn) end
+  end)
+  return timer
 end
 
 -- coserve.every(s, fn): fn runs in a coroutine of its own every s seconds;
 -- a slow fn does not delay the next tick.
 function M.every(s, fn)
   if s <= 0 then error("bad argument #1 to 'every' (positive interval expected)", 2) end
-  return setmetatable({ task = spawn(function()
+  local timer = setmetatable({ canceled = false }, Timer)
+  timer.task = spawn(function()
     local due = core.now() + s
-    while sleep(due - core.now()) do
+    while sleep(due - core.now()) and not timer.canceled do
       spawn(fn)
       due = due + s
     end
-  end) }, Timer)
+  end)
+  return timer
 end
 
 ---------------------------------------------------------------- network

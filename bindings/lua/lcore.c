@@ -158,14 +158,7 @@ static int lcore_shutdown(lua_State *L) {
 /* core.abort_all(): cancels every task but the caller and closes every
  * server now. coserve.testing uses it when a case runs past its deadline. */
 static int lcore_abort_all(lua_State *L) {
-  cs_runtime_t *rt = cs__runtime_get(L);
-  for (cs_server_t *s = rt->servers, *n; s; s = n) {
-    n = s->next;
-    cs__server_shutdown(s, 0);
-  }
-  for (cs_task_t *t = rt->tasks; t; t = t->all_next)
-    if (t != rt->current)
-      cs__task_cancel(t);
+  cs__runtime_abort(cs__runtime_get(L));
   return 0;
 }
 
