@@ -12,5 +12,11 @@ server:handle(function(conn)
   end
 end)
 
-coserve.log("info", "echo server on 127.0.0.1:" .. (arg[1] or 9501))
-assert(server:start())
+-- start() parks until shutdown, so it gets a task of its own; spawn returns
+-- as soon as that task is listening (server.port is then the bound port),
+-- or has failed to bind.
+local ok, err = true
+coserve.spawn(function() ok, err = server:start() end)
+assert(ok, err)
+print(("echo on %s:%d"):format(server.host, server.port))
+io.stdout:flush()

@@ -20,6 +20,7 @@ typedef struct {
   cs_runtime_t *rt;
   double grace;
   int signals;           /* how many SIGINT/SIGTERM so far */
+  int cut_off;           /* the grace period ended with the app still running */
   uv_signal_t sigint;
   uv_signal_t sigterm;
   uv_timer_t deadline;   /* ends the run once the grace period is over */
@@ -44,6 +45,7 @@ static int usage_error(const char *fmt, const char *what) {
 
 static void cli_deadline_cb(uv_timer_t *timer) {
   cli_t *cli = timer->data;
+  cli->cut_off = 1;
   cs_runtime_stop(cli->rt);
 }
 
@@ -142,7 +144,8 @@ int main(int argc, char **argv) {
       return usage_error("unknown option '%s'", o);
     }
   }
-  const char *script = i < argc ? argv[i] : NULL;
+  /* With --eval there is no script: what follows are its arguments. */
+  const char *script = i < argc && eval == NULL ? argv[i] : NULL;
   if (script == NULL && eval == NULL)
     return usage_error("%s", "no app.lua given");
 
@@ -171,12 +174,14 @@ int main(int argc, char **argv) {
   }
   /* The script's arguments are also its `...`, as with luajit. */
   int nargs = 0;
-  for (int k = script ? i + 1 : argc; k < argc; k++, nargs++)
+  for (int k = script ? i + 1 : i; k < argc; k++, nargs++)
     lua_pushstring(L, argv[k]);
   cli_watch_signals(&cli);
   rc = cs_runtime_run(cli.rt, nargs);
+  /* An app cut off at the end of the grace period did what a signal asked:
+   * that is a clean exit. Any other failure is reported, signal or not. */
   int status = 0;
-  if (rc < 0 && cli.signals == 0) {
+  if (rc < 0 && !cli.cut_off) {
     fprintf(stderr, PROGNAME ": %s\n", cs_runtime_error(cli.rt));
     status = 1;
   }

@@ -102,6 +102,7 @@ void cs__set_error(cs_runtime_t *rt, const char *msg) {
 int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs) {
   lua_State *saved = rt->L;
   rt->L = L;
+  rt->aborting = 0;
   cs_task_t *t = cs__task_new(rt, L, nargs, 0);
   t->main = 1;
   int deadlock = cs__loop_run(rt);
@@ -197,6 +198,7 @@ void cs_runtime_shutdown(cs_runtime_t *rt, double grace) {
 }
 
 void cs__runtime_abort(cs_runtime_t *rt) {
+  rt->aborting = 1;
   for (cs_server_t *s = rt->servers, *n; s; s = n) {
     n = s->next;
     cs__server_shutdown(s, 0);

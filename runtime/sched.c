@@ -302,7 +302,9 @@ static void task_finish(cs_task_t *t, int ok) {
     cs__runtime_abort(rt);
   if (t->on_done)
     t->on_done(t, ok);
-  else if (!ok && !joined && !t->main) {
+  else if (!ok && !joined && !t->main && !(rt->aborting && t->canceled)) {
+    /* (Tasks canceled to unwind an abort fail as a matter of course: their
+     * errors would only bury the one that caused it.) */
     lua_pushvalue(L, -1);
     cs__task_push_results(L);
     cs__log(rt, CS_LOG_ERROR, "task failed: %s", lua_tostring(L, -1));

@@ -47,8 +47,11 @@ end
 local function wait_in(list, entry, timeout)
   list[#list + 1] = entry
   local v, err = park(timeout)
-  if v == nil then unlink(list, entry) end
-  return v, err
+  if v == nil then
+    unlink(list, entry)
+    return nil, err
+  end
+  return v
 end
 
 local function current_task(fname)
