@@ -103,6 +103,7 @@ int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs) {
   lua_State *saved = rt->L;
   rt->L = L;
   rt->aborting = 0;
+  rt->exiting = 0; /* a shutdown ends with the run it happened in */
   cs_task_t *t = cs__task_new(rt, L, nargs, 0);
   t->main = 1;
   int deadlock = cs__loop_run(rt);

@@ -62,6 +62,19 @@ describe("server lifecycle", function()
     end)
   end)
 
+  it("reuse_port lets two servers listen on one port", function()
+    run(function()
+      local a = serve(function(conn) conn:send("a\n") end, { reuse_port = true })
+      local b = serve(function(conn) conn:send("b\n") end, { reuse_port = true, port = a.port })
+      assert.equal(a.port, b.port)
+      local c = assert(coserve.connect("127.0.0.1", a.port))
+      assert.is_truthy(({ a = true, b = true })[c:receive(nil, 1)])
+      c:close()
+      a:shutdown()
+      b:shutdown()
+    end)
+  end)
+
   it("raises on an unknown option, naming it", function()
     assert.has_error(function() coserve.server{ port = 0, prot = 1 } end,
       "coserve.server: unknown option 'prot'")
@@ -417,6 +430,28 @@ describe("conn:send", function()
       c:close()
       s:shutdown()
     end, { timeout = 30 })
+  end)
+
+  it("a send that times out returns nil, 'timeout' and closes the connection", function()
+    run(function()
+      local result = coserve.channel(1)
+      local s = serve(function(conn)
+        conn:settimeouts(nil, 0.05, nil)
+        local chunk = ("y"):rep(1024 * 1024)
+        for _ = 1, 64 do
+          local n, err = conn:send(chunk)
+          if not n then
+            result:push({ err, (conn:send("more")) == nil })
+            return
+          end
+        end
+        result:push({ "all sent" })
+      end, { send_timeout = 5 })
+      local c = assert(connect(s))
+      assert.same({ "timeout", true }, result:pop(5))
+      c:close()
+      s:shutdown()
+    end)
   end)
 
   it("returns nil, 'closed' once the connection is closed", function()
