@@ -104,6 +104,7 @@ struct cs_runtime_s {
   int ntasks;
   int nconns;
   int running;           /* inside cs__loop_run */
+  int draining;          /* inside cs__sched_drain */
   int tearing_down;      /* cs_runtime_free: Lua objects must not touch C ones */
   int exiting;           /* a graceful shutdown has begun */
   int aborting;          /* cs__runtime_abort ran in this run */
@@ -209,6 +210,11 @@ void cs__sched_init(cs_runtime_t *rt);
 /* Creates the Lua side of the scheduler (the task trampoline) in L. */
 int cs__sched_open(lua_State *L);
 void cs__sched_drain(cs_runtime_t *rt);
+/* Resumes ready tasks now, unless a task is running. An IO callback calls
+ * it as its last act, once its own bookkeeping is done: the woken task
+ * then runs while the socket is still hot in the caches, and still never
+ * inside its waker nor nested in another resume. */
+void cs__sched_flush(cs_runtime_t *rt);
 /* Drives the loop until no handle or ready task is left, then cancels the
  * tasks that nothing can wake and lets them unwind. Returns 1 when the
  * main task was one of them (a deadlock). */

@@ -383,10 +383,14 @@ int cs__sched_open(lua_State *L) {
 
 void cs__sched_drain(cs_runtime_t *rt) {
   cs_task_t *t;
+  if (rt->draining)
+    return;
+  rt->draining = 1;
   while ((t = q_pop(&rt->ready)) != NULL) {
     t->queued = 0;
     task_resume(t);
   }
+  rt->draining = 0;
   /* sleep(0) callers go behind the IO that the next poll brings. */
   if (rt->yielded.head) {
     rt->ready = rt->yielded;
@@ -394,6 +398,11 @@ void cs__sched_drain(cs_runtime_t *rt) {
   } else {
     uv_idle_stop(&rt->idle);
   }
+}
+
+void cs__sched_flush(cs_runtime_t *rt) {
+  if (rt->ready.head && rt->current == NULL)
+    cs__sched_drain(rt);
 }
 
 static void sched_check_cb(uv_check_t *h) { cs__sched_drain((cs_runtime_t *)h->data); }

@@ -203,6 +203,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     uv_read_stop(s);
     c->reading = 0;
   }
+  cs__sched_flush(rt);
 }
 
 static int read_abort(cs_wait_t *w, lua_State *co, int err) {
