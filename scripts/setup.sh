@@ -19,11 +19,18 @@ cs_need_packages() {
 }
 
 # cs_build DIR [cmake args...]: configure once, then an incremental build.
+# Quiet unless it fails: then the whole log goes to stderr.
 cs_build() {
-  local dir=$1
+  local dir=$1 log
   shift
-  if [ ! -f "$dir/CMakeCache.txt" ]; then
-    cmake -S "$COSERVE_ROOT" -B "$dir" "$@" >&2
+  log=$(mktemp)
+  if { [ -f "$dir/CMakeCache.txt" ] || cmake -S "$COSERVE_ROOT" -B "$dir" "$@"; } >"$log" 2>&1 &&
+     cmake --build "$dir" -j "$(nproc)" >>"$log" 2>&1; then
+    rm -f "$log"
+    return 0
   fi
-  cmake --build "$dir" -j "$(nproc)" >&2
+  cat "$log" >&2
+  rm -f "$log"
+  echo "coserve: the build in $dir failed" >&2
+  return 1
 }
