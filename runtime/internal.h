@@ -224,13 +224,16 @@ int cs__loop_run(cs_runtime_t *rt);
 
 typedef enum { CS_CONN_TCP, CS_CONN_PIPE } cs_conn_type_t;
 
+/* A TCP or Unix-socket stream, seen as whichever libuv type a call needs. */
+typedef union {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} cs_stream_u;
+
 struct cs_conn_s {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } u;
+  cs_stream_u u;
   cs_runtime_t *rt;
   cs_server_t *server;   /* NULL for a client connection */
   cs_conn_t *snext, *sprev; /* server->conns */
@@ -301,12 +304,7 @@ typedef struct {
 } cs_server_stats_t;
 
 struct cs_server_s {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } u;
+  cs_stream_u u;
   uv_timer_t sweep;      /* closes connections idle for idle_timeout */
   uv_timer_t grace;      /* ends the shutdown grace period */
   cs_runtime_t *rt;
