@@ -77,6 +77,8 @@ typedef struct {
   int inclusive;        /* UNTIL: keep the delimiter */
   size_t max;           /* LINE, UNTIL, FRAME: the largest acceptable match */
   const cs_framing_t *framing;
+  unsigned peek : 1;    /* hand the match out but leave it buffered */
+  unsigned keep_open : 1; /* "too large" leaves the connection open (HTTP 431) */
 } cs_read_t;
 
 /* Finds a complete match in data[0, len). Returns 1 and sets *take (bytes
@@ -350,6 +352,7 @@ void cs__open_task(lua_State *L, cs_runtime_t *rt);
 void cs__open_conn(lua_State *L, cs_runtime_t *rt);
 void cs__open_server(lua_State *L, cs_runtime_t *rt);
 void cs__open_net(lua_State *L, cs_runtime_t *rt);
+void cs__open_http(lua_State *L); /* into the table on top */
 void cs__preload_lua(lua_State *L);
 
 #endif /* COSERVE_INTERNAL_H */

@@ -113,13 +113,16 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
   int r = cs__match(&c->rreq, cs__buf_data(b), b->len, c->eof, &take, &skip);
   if (r == 1) {
     lua_pushlstring(co, cs__buf_data(b), take);
-    cs__buf_consume(b, skip);
+    if (!c->rreq.peek)
+      cs__buf_consume(b, skip);
     return 1;
   }
   if (r < 0) {
-    /* Too large: the stream cannot be resynchronised, so it is dropped. */
+    /* Too large: the stream cannot be resynchronised, so it is dropped,
+     * unless the caller answers it first (HTTP's 431). */
     c->reader = NULL;
-    cs__conn_close(c, CS_ECLOSED);
+    if (!c->rreq.keep_open)
+      cs__conn_close(c, CS_ECLOSED);
     return cs__push_error(co, r);
   }
   if (c->eof || c->err) {

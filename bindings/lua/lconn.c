@@ -94,6 +94,35 @@ static int lconn_receiveuntil(lua_State *L) {
   return 1;
 }
 
+/* conn:_receivehead(max [, timeout]) -> an HTTP head through its blank
+ * line | nil, err, partial. "too large" past max leaves the connection
+ * open, so that coserve.http can answer 431. */
+static int lconn_receivehead(lua_State *L) {
+  CONN_OPEN(L, c);
+  cs_read_t r = {.kind = CS_READ_UNTIL, .delim = "\r\n\r\n", .delim_len = 4,
+                 .inclusive = 1, .keep_open = 1};
+  r.max = (size_t)luaL_checkinteger(L, 2);
+  return cs__conn_read(L, c, &r, opt_timeout(L, 3, c->read_timeout), "receivehead");
+}
+
+/* conn:_peek([timeout]) -> what is buffered (waiting for at least a
+ * byte), left in the buffer | nil, err. With _consume(n), a parser takes
+ * only the bytes that belong to it. */
+static int lconn_peek(lua_State *L) {
+  CONN_OPEN(L, c);
+  cs_read_t r = {.kind = CS_READ_ANY, .n = (size_t)-1, .peek = 1};
+  return cs__conn_read(L, c, &r, opt_timeout(L, 2, c->read_timeout), "peek");
+}
+
+/* conn:_consume(n): drops n buffered bytes (at most what is buffered). */
+static int lconn_consume(lua_State *L) {
+  CONN_OPEN(L, c);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  if (n > 0)
+    cs__buf_consume(&c->rbuf, (size_t)n < c->rbuf.len ? (size_t)n : c->rbuf.len);
+  return 0;
+}
+
 /* conn:send(data) -> bytes | nil, err */
 static int lconn_send(lua_State *L) {
   CONN_OPEN(L, c);
@@ -221,6 +250,9 @@ static const luaL_Reg conn_methods[] = {
     {"getpeername", lconn_getpeername},
     {"getsockname", lconn_getsockname},
     {"spawn", lconn_spawn},
+    {"_receivehead", lconn_receivehead},
+    {"_peek", lconn_peek},
+    {"_consume", lconn_consume},
     {NULL, NULL}};
 
 void cs__open_conn(lua_State *L, cs_runtime_t *rt) {

@@ -1,0 +1,262 @@
+/* HTTP/1.x message parsing with llhttp.
+ *
+ * A parser object parses one message at a time. The connection reads the
+ * head (everything up to the blank line, bounded by max_header) and hands
+ * it over whole; llhttp parses it and pauses at the end of the headers.
+ * Body bytes are then fed as they arrive: llhttp removes the chunked
+ * framing and pauses at the end of the message, and reports how many bytes
+ * it used, so that a pipelined next request stays in the connection's
+ * buffer. llhttp's strict mode rejects request smuggling (Content-Length
+ * with Transfer-Encoding, conflicting Content-Lengths).
+ *
+ * Lua surface (internal, used by coserve/http.lua):
+ *   core.http_parser("request" | "response") -> parser
+ *   parser:head(bytes [, no_body]) -> msg | nil, reason
+ *   parser:body(bytes) -> data, used, complete | nil, reason */
+#include <string.h>
+
+#include <llhttp.h>
+
+#include "internal.h"
+
+#define CS_HTTP_MT "coserve.http_parser"
+#define HTTP_MAX_HEADERS 128
+
+typedef struct {
+  llhttp_t parser;
+  lua_State *L;          /* during a call: where callbacks push */
+  int headers;           /* stack index of the header list */
+  int nheaders;          /* values pushed into it */
+  int value_pending;     /* a field was seen, its value not yet */
+  luaL_Buffer *body;     /* during body(): where on_body appends */
+  int complete;          /* on_message_complete ran */
+  int no_body;           /* the message has no body whatever it says */
+  const char *url;       /* spans in the head being parsed */
+  size_t url_len;
+  const char *status;
+  size_t status_len;
+} http_t;
+
+/* ---- llhttp callbacks ---- */
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  http_t *h = (http_t *)p;
+  if (h->url == NULL)
+    h->url = at;
+  h->url_len += len;
+  return 0;
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len) {
+  http_t *h = (http_t *)p;
+  if (h->status == NULL)
+    h->status = at;
+  h->status_len += len;
+  return 0;
+}
+
+/* Field names and values are pushed in turn into the list; a span split
+ * across calls (it cannot be, for a head parsed whole, but llhttp does not
+ * promise it) is concatenated with the previous piece. */
+static int push_span(http_t *h, const char *at, size_t len, int is_value) {
+  lua_State *L = h->L;
+  if (is_value == h->value_pending) {
+    if (h->nheaders >= 2 * HTTP_MAX_HEADERS)
+      return HPE_USER;
+    lua_pushlstring(L, at, len);
+    lua_rawseti(L, h->headers, ++h->nheaders);
+    h->value_pending = !is_value;
+  } else {
+    lua_rawgeti(L, h->headers, h->nheaders);
+    lua_pushlstring(L, at, len);
+    lua_concat(L, 2);
+    lua_rawseti(L, h->headers, h->nheaders);
+  }
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  return push_span((http_t *)p, at, len, 0);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  return push_span((http_t *)p, at, len, 1);
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  http_t *h = (http_t *)p;
+  /* Pausing leaves the body to body(); "no body" (a response to HEAD, say)
+   * makes llhttp finish the message right here. */
+  return h->no_body ? 1 : HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  http_t *h = (http_t *)p;
+  if (h->body == NULL)
+    return HPE_USER;
+  luaL_addlstring(h->body, at, len);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  http_t *h = (http_t *)p;
+  h->complete = 1;
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t http_settings = {
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- Lua ---- */
+
+static http_t *http_check(lua_State *L) { return luaL_checkudata(L, 1, CS_HTTP_MT); }
+
+static int http_fail(lua_State *L, http_t *h, llhttp_errno_t err) {
+  lua_pushnil(L);
+  if (err == HPE_USER && h->nheaders >= 2 * HTTP_MAX_HEADERS)
+    lua_pushliteral(L, "too many headers");
+  else
+    lua_pushstring(L, llhttp_get_error_reason(&h->parser) ? llhttp_get_error_reason(&h->parser)
+                                                          : llhttp_errno_name(err));
+  return 2;
+}
+
+/* core.http_parser(kind) -> parser */
+static int lhttp_new(lua_State *L) {
+  static const char *const kinds[] = {"request", "response", NULL};
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  http_t *h = lua_newuserdata(L, sizeof(*h));
+  memset(h, 0, sizeof *h);
+  llhttp_init(&h->parser, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE, &http_settings);
+  luaL_getmetatable(L, CS_HTTP_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+static void set_field_string(lua_State *L, const char *k, const char *v, size_t len) {
+  lua_pushlstring(L, v, len);
+  lua_setfield(L, -2, k);
+}
+
+/* parser:head(bytes [, no_body]) -> msg | nil, reason
+ * bytes is a whole head, through its blank line. msg = {method, url,
+ * status, reason, version, headers = {name, value, ...} (as sent),
+ * keep_alive, upgrade, body = "none" | "length" | "chunked" | "eof",
+ * length}. */
+static int lhttp_head(lua_State *L) {
+  http_t *h = http_check(L);
+  size_t len;
+  const char *head = luaL_checklstring(L, 2, &len);
+  int no_body = lua_toboolean(L, 3);
+  uint8_t type = llhttp_get_type(&h->parser);
+  llhttp_init(&h->parser, type, &http_settings);
+  h->L = L;
+  h->nheaders = 0;
+  h->value_pending = 0;
+  h->complete = 0;
+  h->no_body = no_body;
+  h->body = NULL;
+  h->url = h->status = NULL;
+  h->url_len = h->status_len = 0;
+  lua_settop(L, 3);
+  lua_createtable(L, 16, 0);
+  h->headers = lua_gettop(L);
+  llhttp_errno_t err = llhttp_execute(&h->parser, head, len);
+  h->L = NULL;
+  if (err == HPE_PAUSED) {
+    /* Paused at the end of the headers: they must end exactly here. */
+    const char *pos = llhttp_get_error_pos(&h->parser);
+    llhttp_resume(&h->parser);
+    if (pos != head + len)
+      return lua_pushnil(L), lua_pushliteral(L, "data after the head"), 2;
+  } else if (err == HPE_PAUSED_UPGRADE) {
+    llhttp_resume_after_upgrade(&h->parser);
+  } else if (err != HPE_OK || !(h->complete || no_body)) {
+    if (err == HPE_OK)
+      return lua_pushnil(L), lua_pushliteral(L, "incomplete head"), 2;
+    return http_fail(L, h, err);
+  }
+  llhttp_t *p = &h->parser;
+  lua_createtable(L, 0, 12);
+  lua_pushvalue(L, h->headers);
+  lua_setfield(L, -2, "headers");
+  if (type == HTTP_REQUEST) {
+    lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method));
+    lua_setfield(L, -2, "method");
+    set_field_string(L, "url", h->url ? h->url : "", h->url_len);
+  } else {
+    lua_pushinteger(L, p->status_code);
+    lua_setfield(L, -2, "status");
+    set_field_string(L, "reason", h->status ? h->status : "", h->status_len);
+  }
+  lua_pushfstring(L, "%d.%d", p->http_major, p->http_minor);
+  lua_setfield(L, -2, "version");
+  lua_pushboolean(L, llhttp_should_keep_alive(p));
+  lua_setfield(L, -2, "keep_alive");
+  lua_pushboolean(L, p->upgrade);
+  lua_setfield(L, -2, "upgrade");
+  const char *body = "none";
+  if (no_body || h->complete)
+    body = "none";
+  else if (p->flags & F_CHUNKED)
+    body = "chunked";
+  else if (p->flags & F_CONTENT_LENGTH)
+    body = p->content_length > 0 ? "length" : "none";
+  else if (llhttp_message_needs_eof(p))
+    body = "eof";
+  lua_pushstring(L, body);
+  lua_setfield(L, -2, "body");
+  if (p->flags & F_CONTENT_LENGTH) {
+    lua_pushnumber(L, (double)p->content_length);
+    lua_setfield(L, -2, "length");
+  }
+  return 1;
+}
+
+/* parser:body(bytes) -> data, used, complete | nil, reason
+ * Feeds bytes of the body; data is the body content they held (chunk
+ * framing removed), used how many of them belonged to this message. An
+ * empty bytes string means the peer closed: it ends an "eof" body. */
+static int lhttp_body(lua_State *L) {
+  http_t *h = http_check(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  h->body = &b;
+  h->complete = 0;
+  llhttp_errno_t err = len == 0 ? llhttp_finish(&h->parser) : llhttp_execute(&h->parser, data, len);
+  h->body = NULL;
+  size_t used = len;
+  if (err == HPE_PAUSED) {
+    if (len > 0) /* after llhttp_finish() the position is not in data */
+      used = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+    llhttp_resume(&h->parser);
+  } else if (err != HPE_OK) {
+    luaL_pushresult(&b);
+    return http_fail(L, h, err);
+  }
+  luaL_pushresult(&b);
+  lua_pushnumber(L, (double)used);
+  lua_pushboolean(L, h->complete);
+  return 3;
+}
+
+static const luaL_Reg http_methods[] = {{"head", lhttp_head}, {"body", lhttp_body}, {NULL, NULL}};
+
+void cs__open_http(lua_State *L) {
+  luaL_newmetatable(L, CS_HTTP_MT);
+  lua_createtable(L, 0, 2);
+  luaL_setfuncs(L, http_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, lhttp_new);
+  lua_setfield(L, -2, "http_parser");
+}
