@@ -11,6 +11,7 @@
 #include "internal.h"
 
 static void server_handle_close_cb(uv_handle_t *h);
+static void server_push_field(cs_server_t *s, lua_State *L, const char *name);
 
 /* ---- finishing ---- */
 
@@ -80,9 +81,26 @@ static void server_listener_close_cb(uv_handle_t *h) {
     server_maybe_done(s);
 }
 
+/* Tells the Lua side that draining begins: onshutdown(grace) runs now,
+ * synchronously, so that a protocol can close its idle connections. */
+static void server_notify_shutdown(cs_server_t *s, double grace) {
+  lua_State *L = s->rt->L;
+  server_push_field(s, L, "onshutdown");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnumber(L, grace);
+  if (lua_pcall(L, 1, 0, 0) != 0) {
+    cs__log(s->rt, CS_LOG_ERROR, "server onshutdown handler failed: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 void cs__server_shutdown(cs_server_t *s, double grace) {
   if (s->state == CS_SRV_LISTENING) {
     s->state = CS_SRV_DRAINING;
+    server_notify_shutdown(s, grace);
     uv_close(&s->u.handle, server_listener_close_cb);
     if (grace > 0) {
       double ms = grace * 1000.0;

@@ -147,6 +147,10 @@ static int lserver_handle(lua_State *L) { return server_set(L, "handler"); }
 /* server:onerror(fn(err, conn)) -> server */
 static int lserver_onerror(lua_State *L) { return server_set(L, "onerror"); }
 
+/* server:onshutdown(fn(grace)) -> server: fn runs when a shutdown begins
+ * (server:shutdown or the process's), before connections drain. */
+static int lserver_onshutdown(lua_State *L) { return server_set(L, "onshutdown"); }
+
 /* server:start() -> true after shutdown | nil, err at once */
 static int lserver_start(lua_State *L) { return cs__server_start(L, server_check(L)); }
 
@@ -250,6 +254,7 @@ static int lcore_resolve(lua_State *L) {
 
 static const luaL_Reg server_methods[] = {
     {"handle", lserver_handle},     {"onerror", lserver_onerror}, {"start", lserver_start},
+    {"onshutdown", lserver_onshutdown},
     {"shutdown", lserver_shutdown}, {"stats", lserver_stats},     {"_sethost", lserver_sethost},
     {NULL, NULL}};
 
