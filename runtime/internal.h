@@ -266,7 +266,7 @@ struct cs_conn_s {
   const cs_framing_t *framing; /* the server's, for recv() */
   int refs;              /* the handle, and a server handler until it ends */
   int box_ref;           /* a server connection anchors its Lua object */
-  unsigned type : 1, reading : 1, eof : 1, closing : 1, open : 1;
+  unsigned type : 1, reading : 1, eof : 1, closing : 1, open : 1, pooled : 1;
 };
 
 typedef struct cs_connbox_s {
@@ -286,6 +286,7 @@ void cs__conn_close(cs_conn_t *c, int err);
 int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout,
                   const char *fname);
 int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname);
+int cs__conn_pool(cs_conn_t *c, int on);
 int cs__conn_connect(lua_State *L, cs_conn_t *c, const struct sockaddr *addr,
                      const char *path, double timeout);
 

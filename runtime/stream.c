@@ -169,6 +169,14 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == 0)
     return;
+  if (c->pooled) {
+    /* An idle pooled connection has nothing to say: bytes or an EOF mean
+     * the peer is done with it. */
+    if (c->rbuf.cap == 0)
+      c->rbuf.base = NULL, c->rbuf.len = c->rbuf.off = 0;
+    cs__conn_close(c, CS_ECLOSED);
+    return;
+  }
   if (nread > 0) {
     c->last_io = uv_now(&rt->loop);
     if (c->server)
@@ -251,6 +259,30 @@ int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout
   }
   c->reader = t;
   return cs__park(L, t, &c->rwait, timeout);
+}
+
+/* Pooling: an idle client connection waits in a pool without keeping the
+ * loop alive, still reading so that a peer's close is noticed. Returns 0,
+ * or an error when it cannot be pooled (or, leaving, is no longer usable). */
+int cs__conn_pool(cs_conn_t *c, int on) {
+  if (on) {
+    if (c->closing || c->reader || c->writer || c->rbuf.len > 0 || c->eof || c->err)
+      return CS_ECLOSED;
+    if (!c->reading) {
+      int rc = uv_read_start(&c->u.stream, conn_alloc_cb, conn_read_cb);
+      if (rc < 0)
+        return rc;
+      c->reading = 1;
+    }
+    c->pooled = 1;
+    uv_unref(&c->u.handle);
+    return 0;
+  }
+  if (!c->pooled)
+    return 0;
+  c->pooled = 0;
+  uv_ref(&c->u.handle);
+  return c->closing ? CS_ECLOSED : 0;
 }
 
 /* ---- writing ---- */

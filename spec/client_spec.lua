@@ -104,3 +104,61 @@ describe("coserve.connect", function()
     end)
   end)
 end)
+
+describe("conn:setkeepalive", function()
+  it("puts a connection in a pool that the next connect to the same place reuses", function()
+    run(function()
+      local s = serve(function(conn)
+        while true do
+          local line = conn:receive()
+          if not line then return end
+          conn:send(line .. "\n")
+        end
+      end)
+      local a = assert(coserve.connect("127.0.0.1", s.port))
+      a:send("one\n")
+      assert.equal("one", a:receive(nil, 1))
+      local _, port_a = a:getsockname()
+      assert.is_true(a:setkeepalive())
+      local b = assert(coserve.connect("127.0.0.1", s.port))
+      local _, port_b = b:getsockname()
+      assert.equal(port_a, port_b)
+      b:send("two\n")
+      assert.equal("two", b:receive(nil, 1))
+      assert.equal(1, s:stats().accepted)
+      b:close()
+      s:shutdown()
+    end)
+  end)
+
+  it("drops a pooled connection that the server closes", function()
+    run(function()
+      local s = serve(function(conn) conn:send("bye\n") end) -- then closes
+      local a = assert(coserve.connect("127.0.0.1", s.port))
+      assert.equal("bye", a:receive(nil, 1))
+      coserve.sleep(0.05) -- the close arrives; a:setkeepalive() refuses or the pool drops it
+      a:setkeepalive()
+      coserve.sleep(0.05)
+      local b = assert(coserve.connect("127.0.0.1", s.port))
+      assert.equal("bye", b:receive(nil, 1))
+      assert.equal(2, s:stats().accepted)
+      b:close()
+      s:shutdown()
+    end)
+  end)
+
+  it("does not keep the process alive with idle pooled connections", function()
+    -- The kernel completes connects to a listener that never accepts, so
+    -- the pooled connection stays open and silent.
+    local fd, port = silent_listener()
+    local conn
+    coserve.run(function()
+      conn = assert(coserve.connect("127.0.0.1", port))
+      assert.is_true(conn:setkeepalive(0))
+    end) -- returns: the pooled connection did not keep the loop alive
+    conn:close()
+    coserve.run(function() end) -- lets the close complete
+    ffi.C.close(fd)
+    assert.equal(0, coserve.stats().connections)
+  end)
+end)

@@ -254,26 +254,79 @@ function M.resolve(host, family)
   return core.resolve(host, family)
 end
 
+-- Keep-alive pools, as OpenResty's: conn:setkeepalive() parks an idle
+-- client connection under its (host, port); the next coserve.connect to
+-- the same place takes it back. Pooled connections do not keep the
+-- process alive, and one that its peer closes (or writes to) while pooled
+-- is dropped at once.
+local pools = {}                               -- "host:port" -> { {conn, expires}, ... }
+local pool_keys = setmetatable({}, { __mode = "k" }) -- conn -> "host:port"
+local conn_methods = core.conn_methods
+
+local function pool_take(key)
+  local pool = pools[key]
+  while pool and #pool > 0 do
+    local entry = tremove(pool)                -- the most recently used first
+    if entry.expires > core.now() and entry.conn:_pool(false) then
+      return entry.conn
+    end
+    entry.conn:close()
+  end
+end
+
+-- conn:setkeepalive([idle_timeout [, pool_size]]) -> true | nil, err
+-- idle_timeout: seconds it may wait in the pool (default 60; 0 = no limit);
+-- pool_size: connections kept per (host, port) (default 30). The
+-- connection must not be used after this call.
+function conn_methods:setkeepalive(idle_timeout, pool_size)
+  local key = pool_keys[self]
+  if not key then
+    self:close()
+    return nil, "not a pooled client connection"
+  end
+  local ok, err = self:_pool(true)
+  if not ok then
+    self:close()
+    return nil, err
+  end
+  idle_timeout = idle_timeout or 60
+  local pool = pools[key] or {}
+  pools[key] = pool
+  if #pool >= (pool_size or 30) then tremove(pool, 1).conn:close() end
+  pool[#pool + 1] = { conn = self,
+    expires = idle_timeout > 0 and core.now() + idle_timeout or math.huge }
+  return true
+end
+
 -- coserve.connect(host, port [, opts]) -> conn | nil, err
 -- coserve.connect("unix:/path" [, opts])
 function M.connect(host, port, opts)
   if type(host) ~= "string" then error("bad argument #1 to 'connect' (string expected)", 2) end
+  local key, conn, err
   if host:sub(1, 5) == "unix:" then
     opts = type(port) == "table" and port or opts or {}
-    return core.connect(host, nil, opts.timeout)
-  end
-  opts = opts or {}
-  if type(port) ~= "number" then error("bad argument #2 to 'connect' (port expected)", 2) end
-  local addrs, err = M.resolve(host, opts.family)
-  if not addrs then return nil, err end
-  if #addrs == 0 then return nil, "host not found" end
-  for i = 1, #addrs do
-    local conn
-    conn, err = core.connect(addrs[i], port, opts.timeout)
+    key = host
+    conn = pool_take(key)
     if conn then return conn end
-    if err == "canceled" then break end
+    conn, err = core.connect(host, nil, opts.timeout)
+  else
+    opts = opts or {}
+    if type(port) ~= "number" then error("bad argument #2 to 'connect' (port expected)", 2) end
+    key = host .. ":" .. port
+    conn = pool_take(key)
+    if conn then return conn end
+    local addrs
+    addrs, err = M.resolve(host, opts.family)
+    if not addrs then return nil, err end
+    if #addrs == 0 then return nil, "host not found" end
+    for i = 1, #addrs do
+      conn, err = core.connect(addrs[i], port, opts.timeout)
+      if conn or err == "canceled" then break end
+    end
   end
-  return nil, err
+  if not conn then return nil, err end
+  pool_keys[conn] = key
+  return conn
 end
 
 -- coserve.server(opts): a host name is resolved once, when start() runs.

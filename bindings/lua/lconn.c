@@ -123,6 +123,17 @@ static int lconn_consume(lua_State *L) {
   return 0;
 }
 
+/* conn:_pool(on) -> true | nil, err: into or out of a keep-alive pool
+ * (coserve.lua keeps the pools; see conn:setkeepalive). */
+static int lconn_pool(lua_State *L) {
+  CONN_OPEN(L, c);
+  int rc = cs__conn_pool(c, lua_toboolean(L, 2));
+  if (rc < 0)
+    return cs__push_error(L, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* conn:send(data) -> bytes | nil, err */
 static int lconn_send(lua_State *L) {
   CONN_OPEN(L, c);
@@ -253,14 +264,17 @@ static const luaL_Reg conn_methods[] = {
     {"_receivehead", lconn_receivehead},
     {"_peek", lconn_peek},
     {"_consume", lconn_consume},
+    {"_pool", lconn_pool},
     {NULL, NULL}};
 
 void cs__open_conn(lua_State *L, cs_runtime_t *rt) {
   luaL_newmetatable(L, CS_CONN_MT);
   lua_pushlightuserdata(L, rt);
-  lua_createtable(L, 0, 12);
+  lua_createtable(L, 0, 16);
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, conn_methods, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "methods"); /* for coserve.lua to add to */
   lua_pushcclosure(L, lconn_index, 2);
   lua_setfield(L, -2, "__index");
   lua_pushlightuserdata(L, rt);

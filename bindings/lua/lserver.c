@@ -280,4 +280,8 @@ void cs__open_net(lua_State *L, cs_runtime_t *rt) {
   lua_getfield(L, -1, "methods");
   lua_setfield(L, -3, "server_methods");
   lua_pop(L, 1);
+  luaL_getmetatable(L, CS_CONN_MT);
+  lua_getfield(L, -1, "methods");
+  lua_setfield(L, -3, "conn_methods");
+  lua_pop(L, 1);
 }
