@@ -109,15 +109,17 @@ Request.__index = Request
 
 -- Reads the next piece of the body from the connection: the parser takes
 -- only the bytes of this message, so a pipelined request stays buffered.
+-- The message `m` (a request or a client's response) holds _conn, _parser,
+-- _msg, _received, _done, _max and _timeout.
 local function read_body_piece(req)
   if req._done then return nil end
-  local conn, app = req._conn, req._app
+  local conn = req._conn
   if req._expect_continue then
     req._expect_continue = false
     if not conn:send("HTTP/1.1 100 Continue\r\n\r\n") then return nil, "closed" end
   end
   while true do
-    local bytes, err = conn:_peek(app.read_timeout)
+    local bytes, err = conn:_peek(req._timeout)
     if not bytes then
       if err == "closed" and req._msg.body == "eof" then bytes = "" else
         req._done = true
@@ -131,7 +133,7 @@ local function read_body_piece(req)
     end
     conn:_consume(used)
     req._received = req._received + #data
-    if req._received > app.max_body then
+    if req._received > req._max then
       req._done, req._too_large = true, true
       return nil, "too large"
     end
@@ -146,19 +148,25 @@ function Request:reader()
   return function() return read_body_piece(self) end
 end
 
--- req:body() -> the whole body (at most max_body bytes) | nil, err
-function Request:body()
-  if self._body then return self._body end
+local function read_whole_body(m)
   local parts = {}
   while true do
-    local piece, err = read_body_piece(self)
+    local piece, err = read_body_piece(m)
     if not piece then
       if err then return nil, err end
-      break
+      return concat(parts)
     end
     parts[#parts + 1] = piece
   end
-  self._body = concat(parts)
+end
+
+-- req:body() -> the whole body (at most max_body bytes) | nil, err
+function Request:body()
+  if not self._body then
+    local body, err = read_whole_body(self)
+    if not body then return nil, err end
+    self._body = body
+  end
   return self._body
 end
 
@@ -318,7 +326,7 @@ local function handle_request(app, conn, parser, msg)
     version = msg.version, headers = make_headers(msg.headers), params = {},
     conn = conn,
     _conn = conn, _app = app, _parser = parser, _msg = msg, _received = 0,
-    _done = msg.body == "none",
+    _done = msg.body == "none", _max = app.max_body, _timeout = app.read_timeout,
   }, Request)
   local res = setmetatable({
     _conn = conn, _req = req, _status = 200, _headers = {},
@@ -445,6 +453,74 @@ App.__index = function(app, k)
   local v = App[k]
   if v ~= nil then return v end
   if k == "port" or k == "host" then return app._server[k] end
+end
+
+---------------------------------------------------------------- client
+
+-- "http://host:port/path?q" -> host, port, target
+local function parse_url(url)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if scheme ~= "http" then return nil end
+  local authority, target = rest:match("^([^/?#]*)(.*)$")
+  if target == "" then target = "/" end
+  local host, port = authority:match("^%[(.+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+  if not host then return nil end
+  return host, tonumber(port) or 80, target, authority
+end
+
+-- http.request{method =, url =, headers =, body =, timeout =, max_body =}
+-- -> res {status, reason, version, headers (names lowercased), body}
+--  | nil, err. Connections are kept alive in coserve's pool; redirects are
+-- returned, not followed.
+function M.request(opts)
+  if type(opts) ~= "table" then error("bad argument #1 to 'request' (table expected)", 2) end
+  local host, port, target, authority = parse_url(opts.url or "")
+  if not host then return nil, "bad url (http://host[:port]/path expected)" end
+  local method = (opts.method or "GET"):upper()
+  local timeout = opts.timeout or 60
+  local body = opts.body and tostring(opts.body) or nil
+  local parts = { method, " ", target, " HTTP/1.1\r\n" }
+  local has = {}
+  for k, v in pairs(opts.headers or {}) do
+    has[lower(k)] = true
+    parts[#parts + 1] = k .. ": " .. tostring(v) .. "\r\n"
+  end
+  if not has.host then parts[#parts + 1] = "host: " .. authority .. "\r\n" end
+  if body and not has["content-length"] then
+    parts[#parts + 1] = "content-length: " .. #body .. "\r\n"
+  end
+  if not has["user-agent"] then parts[#parts + 1] = "user-agent: coserve\r\n" end
+  parts[#parts + 1] = "\r\n"
+  if body then parts[#parts + 1] = body end
+
+  local conn, err = coserve.connect(host, port, { timeout = timeout })
+  if not conn then return nil, err end
+  conn:settimeouts(timeout, timeout, timeout)
+  local ok
+  ok, err = conn:send(parts)
+  if not ok then conn:close() return nil, err end
+  local head
+  head, err = conn:_receivehead(64 * 1024, timeout)
+  if not head then conn:close() return nil, err end
+  local parser = core.http_parser("response")
+  local msg
+  msg, err = parser:head(head, method == "HEAD")
+  if not msg then conn:close() return nil, "bad response: " .. tostring(err) end
+  local m = { _conn = conn, _parser = parser, _msg = msg, _received = 0,
+              _done = msg.body == "none", _max = opts.max_body or math.huge,
+              _timeout = timeout }
+  local data
+  data, err = read_whole_body(m)
+  if not data then conn:close() return nil, err end
+  if msg.keep_alive and msg.body ~= "eof" then conn:setkeepalive() else conn:close() end
+  local headers = {}
+  for i = 1, #msg.headers, 2 do
+    local k, v = lower(msg.headers[i]), msg.headers[i + 1]
+    headers[k] = headers[k] and (headers[k] .. ", " .. v) or v
+  end
+  return { status = msg.status, reason = msg.reason, version = msg.version,
+           headers = headers, body = data }
 end
 
 return M
