@@ -110,6 +110,7 @@ struct cs_runtime_s {
   int tearing_down;      /* cs_runtime_free: Lua objects must not touch C ones */
   int exiting;           /* a graceful shutdown has begun */
   int aborting;          /* cs__runtime_abort ran in this run */
+  int stopped;           /* cs_runtime_stop ran in this run */
   uv_check_t check;      /* drains the ready queue after each poll */
   uv_idle_t idle;        /* keeps poll from blocking while tasks are ready */
   cs_server_t *servers;  /* servers that are listening or draining */

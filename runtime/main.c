@@ -79,11 +79,15 @@ static void cli_watch_signals(cli_t *cli) {
 
 /* The global `arg`, as lua.c builds it: arg[0] the script, arg[1..] its
  * arguments, negative indices the interpreter and its options. */
-static void cli_set_arg(lua_State *L, int argc, char **argv, int script) {
-  lua_createtable(L, argc - script - 1, script + 1);
-  for (int i = 0; i < argc; i++) {
+static void cli_set_arg(lua_State *L, int argc, char **argv, int script, int first) {
+  lua_createtable(L, argc - first, script + 1);
+  for (int i = 0; i <= script; i++) {
     lua_pushstring(L, argv[i]);
     lua_rawseti(L, -2, i - script);
+  }
+  for (int i = first; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - first + 1);
   }
   lua_setglobal(L, "arg");
 }
@@ -132,7 +136,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(o, "--grace") == 0) {
       char *end;
       cli.grace = v ? strtod(v, &end) : -1;
-      if (v == NULL || *end != '\0' || cli.grace < 0)
+      if (v == NULL || *end != '\0' || !(cli.grace >= 0 && cli.grace <= 86400))
         return usage_error("invalid --grace '%s' (seconds expected)", v ? v : "");
       i++;
     } else if (strcmp(o, "-w") == 0 || strcmp(o, "--workers") == 0) {
@@ -156,7 +160,8 @@ int main(int argc, char **argv) {
   }
   cs_runtime_set_log_level(cli.rt, level);
   lua_State *L = cs_runtime_lua(cli.rt);
-  cli_set_arg(L, argc, argv, script ? i : i - 1);
+  /* As lua.c: with no script, arg[0] is the program's name. */
+  cli_set_arg(L, argc, argv, script ? i : 0, script ? i + 1 : i);
 
   int rc;
   if (eval)

@@ -120,9 +120,15 @@ int cs_runtime_run(cs_runtime_t *rt, int nargs) {
   }
   int top = lua_gettop(L) - nargs - 1;
   int rc = 0;
+  rt->stopped = 0;
   if (!cs__runtime_main(rt, L, nargs)) {
-    cs__set_error(rt, "coserve: the main coroutine was left waiting with nothing to wake it");
-    rc = CS_ERUNTIME;
+    if (rt->stopped) {
+      cs__set_error(rt, "stopped");
+      rc = UV_ECANCELED;
+    } else {
+      cs__set_error(rt, "the main coroutine was left waiting with nothing to wake it (deadlock)");
+      rc = CS_ERUNTIME;
+    }
   } else {
     cs__task_push_results(L);
     if (!lua_toboolean(L, top + 1)) {
@@ -209,7 +215,10 @@ void cs__runtime_abort(cs_runtime_t *rt) {
       cs__task_cancel(t);
 }
 
-void cs_runtime_stop(cs_runtime_t *rt) { uv_stop(&rt->loop); }
+void cs_runtime_stop(cs_runtime_t *rt) {
+  rt->stopped = 1;
+  uv_stop(&rt->loop);
+}
 
 void cs_runtime_free(cs_runtime_t *rt) {
   if (rt == NULL)

@@ -83,7 +83,12 @@ void cs__conn_close(cs_conn_t *c, int err) {
     luaL_unref(rt->L, LUA_REGISTRYINDEX, c->rref);
     c->rref = LUA_NOREF;
   }
-  conn_unpark(&c->reader, err);
+  if (c->reader) {
+    /* A parked reader gets what arrived as partial data, as on a timeout. */
+    cs_task_t *t = c->reader;
+    c->reader = NULL;
+    cs__wake(t, c->rwait.abort(&c->rwait, t->co, err));
+  }
   conn_unpark(&c->writer, err);
   conn_unpark(&c->connector, err);
   while (c->tasks) {
@@ -315,11 +320,14 @@ static int write_abort(cs_wait_t *w, lua_State *co, int err) {
   return cs__push_error(co, err);
 }
 
+/* Only real strings: a number converted here would be a string nothing
+ * anchors while the write is parked. (Argument errors count from after
+ * self, as Lua's own messages for methods do.) */
 static int iov_add(lua_State *L, int idx, uv_buf_t *iov, size_t *total) {
   size_t len;
-  const char *s = lua_tolstring(L, idx, &len);
-  if (s == NULL || lua_type(L, idx) != LUA_TSTRING)
+  if (lua_type(L, idx) != LUA_TSTRING)
     return 0;
+  const char *s = lua_tolstring(L, idx, &len);
   iov->base = (char *)s;
   iov->len = len;
   *total += len;
@@ -344,8 +352,11 @@ int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
         return luaL_error(L, "bad argument #1 to '%s' (item %d is not a string)", fname, i + 1);
       lua_pop(L, 1); /* the table still holds it */
     }
+  } else if (lua_type(L, idx) == LUA_TNUMBER) {
+    lua_tostring(L, idx); /* converted in its own stack slot, which stays */
+    iov_add(L, idx, iov, &total);
   } else if (!iov_add(L, idx, iov, &total)) {
-    return luaL_argerror(L, 1, "string or array of strings expected");
+    return luaL_error(L, "bad argument #1 to '%s' (string or array of strings expected)", fname);
   }
   if (total == 0) {
     lua_pushnumber(L, 0);

@@ -65,9 +65,10 @@ void cs__server_conn_gone(cs_server_t *s, cs_conn_t *c) {
  * waiting on something else than its connection must unwind too. */
 static void server_close_all(cs_server_t *s) {
   for (cs_conn_t *c = s->conns; c; c = c->snext) {
+    /* Close first, so that a wait on the connection reads "closed". */
+    cs__conn_close(c, CS_ECLOSED);
     if (c->handler)
       cs__task_cancel(c->handler);
-    cs__conn_close(c, CS_ECLOSED);
   }
 }
 
@@ -294,9 +295,11 @@ int cs__server_start(lua_State *L, cs_server_t *s) {
   uv_timer_init(&rt->loop, &s->grace);
   s->sweep.data = s->grace.data = s;
   s->open_handles += 2;
-  double every = s->idle_timeout / 4 < 1 ? s->idle_timeout / 4 : 1;
-  uint64_t ms = every < 0.01 ? 10 : (uint64_t)(every * 1000);
-  uv_timer_start(&s->sweep, server_sweep_cb, ms, ms);
+  if (s->idle_timeout > 0) {
+    double every = s->idle_timeout / 4 < 1 ? s->idle_timeout / 4 : 1;
+    uint64_t ms = every < 0.01 ? 10 : (uint64_t)(every * 1000);
+    uv_timer_start(&s->sweep, server_sweep_cb, ms, ms);
+  }
   uv_unref((uv_handle_t *)&s->sweep);
   memset(&s->stats, 0, sizeof s->stats);
   s->state = CS_SRV_LISTENING;

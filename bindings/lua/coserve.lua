@@ -31,7 +31,10 @@ local function run_results(ok, ...)
 end
 
 -- coserve.run(fn, ...) -> fn's results; raises fn's error (with traceback).
-function M.run(...) return run_results(core.run(...)) end
+function M.run(fn, ...)
+  if type(fn) ~= "function" then error("bad argument #1 to 'run' (function expected)", 2) end
+  return run_results(core.run(fn, ...))
+end
 
 -- A FIFO of parked tasks. A waiter that timed out removes itself; one
 -- that timed out but has not run yet is skipped because wake() says no.
@@ -155,18 +158,23 @@ function M.waitgroup()
   return setmetatable({ n = 0, waiters = {} }, WaitGroup)
 end
 
-function WaitGroup:add(n)
-  n = n or 1
-  self.n = self.n + n
-  if self.n < 0 then error("waitgroup: more done() than add()", 2) end
-  if self.n == 0 then
-    local waiters = self.waiters
-    self.waiters = {}
+local function wg_add(wg, n, level)
+  wg.n = wg.n + n
+  if wg.n < 0 then
+    wg.n = 0
+    error("waitgroup: more done() than add()", level)
+  end
+  if wg.n == 0 then
+    local waiters = wg.waiters
+    wg.waiters = {}
     for i = 1, #waiters do wake(waiters[i], true) end
   end
 end
 
-function WaitGroup:done() self:add(-1) end
+function WaitGroup:add(n) wg_add(self, n or 1, 3) end
+
+function WaitGroup:done() wg_add(self, -1, 3) end
+
 
 -- wg:wait([timeout]) -> true | nil, "timeout"
 function WaitGroup:wait(timeout)

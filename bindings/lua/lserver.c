@@ -120,7 +120,7 @@ static int lserver_new(lua_State *L) {
   s->max_connections = (int)opt_number(L, "max_connections", 10000, 0);
   s->read_timeout = opt_number(L, "read_timeout", 60, -1);
   s->send_timeout = opt_number(L, "send_timeout", 60, -1);
-  s->idle_timeout = opt_number(L, "idle_timeout", 300, 0.001);
+  s->idle_timeout = opt_number(L, "idle_timeout", 300, -1); /* <= 0: never */
   s->max_frame = (size_t)opt_number(L, "max_frame", 2 * 1024 * 1024, 1);
   (void)opt_number(L, "send_buffer", 1024 * 1024, 0);
   parse_framing(L, &s->framing);

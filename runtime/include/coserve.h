@@ -61,7 +61,9 @@ const char *cs_runtime_error(cs_runtime_t *rt);
  * watcher callback; calling it twice closes everything at once. */
 void cs_runtime_shutdown(cs_runtime_t *rt, double grace);
 
-/* Stops the loop at the next iteration: run functions return promptly. */
+/* Stops the loop at the next iteration: the run function returns
+ * UV_ECANCELED ("stopped") promptly. Tasks still parked stay parked and
+ * go on at the next run on this runtime. */
 void cs_runtime_stop(cs_runtime_t *rt);
 
 void cs_runtime_free(cs_runtime_t *rt);

@@ -12,6 +12,11 @@ static int l_twice(lua_State *L) {
   return 1;
 }
 
+static int l_stop(lua_State *L) {
+  cs_runtime_stop(lua_touserdata(L, lua_upvalueindex(1)));
+  return 0;
+}
+
 int main(void) {
   cs_runtime_t *rt = cs_runtime_new();
   CHECK(rt != NULL);
@@ -50,6 +55,23 @@ int main(void) {
   CHECK(lua_tointeger(L, -1) == 5);
   lua_pop(L, 1);
   CHECK(lua_gettop(L) == 0);
+
+  /* cs_runtime_stop() makes the run return UV_ECANCELED, "stopped" (it
+   * used to report a deadlock); what was parked goes on at the next run. */
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, l_stop, 1);
+  lua_setglobal(L, "stop_now");
+  CHECK(cs_runtime_run_string(rt,
+                              "local coserve = require 'coserve'\n"
+                              "coserve.spawn(function() coserve.sleep(0.02) LATE = true end)\n"
+                              "stop_now()\n"
+                              "coserve.sleep(0.01)\n",
+                              "=stop") == UV_ECANCELED);
+  CHECK(strcmp(cs_runtime_error(rt), "stopped") == 0);
+  CHECK(cs_runtime_run_string(rt, "require('coserve').sleep(0.05)", "=after") == 0);
+  lua_getglobal(L, "LATE");
+  CHECK(lua_toboolean(L, -1));
+  lua_pop(L, 1);
 
   cs_runtime_free(rt);
   return DONE("test_embed");

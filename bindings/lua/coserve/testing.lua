@@ -70,6 +70,9 @@ end
 -- testing.server(handler [, opts]) -> a started server on 127.0.0.1 and a
 -- free port (server.port); stop it with server:shutdown().
 function M.server(handler, opts)
+  if not core.current() then
+    error("testing.server: call it inside testing.run (or another coserve coroutine)", 2)
+  end
   local o = { host = "127.0.0.1", port = 0 }
   for k, v in pairs(opts or {}) do o[k] = v end
   local server = coserve.server(o)
