@@ -306,6 +306,16 @@ function conn_methods:setkeepalive(idle_timeout, pool_size)
   return true
 end
 
+-- coserve.close_idle(): closes every pooled connection (Go's
+-- CloseIdleConnections): before a shutdown, or at the end of a test.
+function M.close_idle()
+  local all = pools
+  pools = {}
+  for _, pool in pairs(all) do
+    for _, entry in ipairs(pool) do entry.conn:close() end
+  end
+end
+
 -- coserve.connect(host, port [, opts]) -> conn | nil, err
 -- coserve.connect("unix:/path" [, opts])
 function M.connect(host, port, opts)

@@ -45,8 +45,10 @@ function M.run(fn, opts)
         failure = r[2]
       end
     end
-    -- Client connections the case dropped without closing are closed by
-    -- their __gc, as they would be in a long-running program.
+    -- Pooled client connections are idle by definition; client
+    -- connections the case dropped without closing are closed by their
+    -- __gc, as they would be in a long-running program.
+    coserve.close_idle()
     collectgarbage()
     collectgarbage()
     local left = settle(failure and 0.2 or 1)
