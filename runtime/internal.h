@@ -355,6 +355,8 @@ void cs__open_conn(lua_State *L, cs_runtime_t *rt);
 void cs__open_server(lua_State *L, cs_runtime_t *rt);
 void cs__open_net(lua_State *L, cs_runtime_t *rt);
 void cs__open_http(lua_State *L); /* into the table on top */
+void cs__open_wsutil(lua_State *L); /* into the table on top */
+void cs__sha1(const void *data, size_t len, unsigned char out[20]);
 void cs__preload_lua(lua_State *L);
 
 #endif /* COSERVE_INTERNAL_H */

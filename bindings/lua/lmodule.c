@@ -49,3 +49,4 @@ static int require_module(lua_State *L, const char *name) {
 int luaopen_coserve(lua_State *L) { return require_module(L, "coserve"); }
 int luaopen_coserve_testing(lua_State *L) { return require_module(L, "coserve.testing"); }
 int luaopen_coserve_http(lua_State *L) { return require_module(L, "coserve.http"); }
+int luaopen_coserve_websocket(lua_State *L) { return require_module(L, "coserve.websocket"); }

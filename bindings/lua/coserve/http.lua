@@ -366,6 +366,7 @@ local function handle_request(app, conn, parser, msg)
     res._keep_alive = false
     plain(res, req._too_large and 413 or 400)
   end
+  if res._hijacked then return false end -- the connection is the handler's now
   finish(res)
   if res._failed or not res._keep_alive or app._draining then return false end
   -- Whatever of the body the handler did not read is read and dropped, so
@@ -437,6 +438,33 @@ function App:route(method, path, handler)
   self._routes[#self._routes + 1] =
     { method = method:upper(), pattern = pattern, names = names, handler = handler }
   return self
+end
+
+-- app:websocket(path, fn(ws [, req]) [, opts]): a WebSocket endpoint (RFC
+-- 6455). opts.max_message (default 1 MiB). The connection closes when fn
+-- returns.
+function App:websocket(path, fn, opts)
+  local websocket = require "coserve.websocket"
+  return self:route("GET", path, function(req, res)
+    local h = req.headers
+    local key = h["sec-websocket-key"]
+    if not (h.upgrade or ""):lower():find("websocket", 1, true)
+       or not (h.connection or ""):lower():find("upgrade", 1, true)
+       or not key or #key ~= 24 then
+      return res:send(400, { ["content-type"] = "text/plain" }, "WebSocket handshake expected\n")
+    end
+    if h["sec-websocket-version"] ~= "13" then
+      return res:send(426, { ["sec-websocket-version"] = "13" }, "")
+    end
+    res._hijacked = true
+    local conn = req.conn
+    local ok = conn:send("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n" ..
+      "connection: Upgrade\r\nsec-websocket-accept: " .. websocket.accept_key(key) .. "\r\n\r\n")
+    if not ok then return end
+    local ws = websocket.new(conn, opts)
+    fn(ws, req)
+    ws:close()
+  end)
 end
 
 -- app:start() -> true after shutdown | nil, err (as coserve.server's).
