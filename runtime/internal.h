@@ -116,6 +116,7 @@ struct cs_runtime_s {
   cs_server_t *servers;  /* servers that are listening or draining */
   double next_conn_id;
   cs_log_level_t log_level;
+  int worker_id;         /* 1..N under a master, 0 alone */
   char *errmsg;
   char scratch[CS_SCRATCH_SIZE]; /* one read buffer shared by all connections */
   int scratch_busy;

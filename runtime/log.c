@@ -12,7 +12,10 @@ void cs__log(cs_runtime_t *rt, cs_log_level_t level, const char *fmt, ...) {
   if (rt != NULL && level > rt->log_level)
     return;
   char line[8192];
-  int n = snprintf(line, sizeof line, "coserve[%d] %s: ", (int)getpid(), level_names[level]);
+  int n = rt != NULL && rt->worker_id > 0
+              ? snprintf(line, sizeof line, "coserve[w%d:%d] %s: ", rt->worker_id, (int)getpid(),
+                         level_names[level])
+              : snprintf(line, sizeof line, "coserve[%d] %s: ", (int)getpid(), level_names[level]);
   va_list ap;
   va_start(ap, fmt);
   int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

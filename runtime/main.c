@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <signal.h>
 
 #include <lauxlib.h>
 #include <luajit.h>
@@ -28,7 +30,8 @@ typedef struct {
 
 static const char usage_text[] =
     "usage: " PROGNAME " [options] app.lua [args...]\n"
-    "  -w, --workers N      worker processes (only 1 is available in this version)\n"
+    "  -w, --workers N      N worker processes (default 1 = no master); \"auto\" = one per CPU\n"
+    "      --pid-file PATH  with workers: write the master's PID to PATH\n"
     "      --grace S        seconds a graceful shutdown lets connections drain (default 10)\n"
     "  -c, --check          load and compile app.lua, report errors, exit\n"
     "  -e, --eval CODE      run CODE as the app (no file needed)\n"
@@ -92,6 +95,31 @@ static void cli_set_arg(lua_State *L, int argc, char **argv, int script, int fir
   lua_setglobal(L, "arg");
 }
 
+/* Runs the master of `-w N`: each worker gets this command line without
+ * the options that concern only the master. */
+static int cli_master(int argc, char **argv, int workers, double grace, const char *pid_file) {
+  char **wargv = calloc((size_t)argc + 1, sizeof *wargv);
+  if (wargv == NULL)
+    return 1;
+  int n = 0;
+  for (int i = 0; i < argc; i++) {
+    const char *o = argv[i];
+    int with_value = strcmp(o, "-w") == 0 || strcmp(o, "--workers") == 0 ||
+                     strcmp(o, "--pid-file") == 0;
+    if (with_value && i + 1 < argc) {
+      i++;
+      continue;
+    }
+    wargv[n++] = argv[i];
+  }
+  wargv[n] = NULL;
+  cs_master_opts_t opts = {
+      .workers = workers, .grace = grace, .pid_file = pid_file, .worker_argv = wargv};
+  int status = cs_master_run(&opts);
+  free(wargv);
+  return status;
+}
+
 static int parse_level(const char *s, cs_log_level_t *out) {
   static const char *const names[] = {"error", "warn", "info", "debug"};
   for (int i = 0; i < 4; i++)
@@ -107,6 +135,8 @@ int main(int argc, char **argv) {
   memset(&cli, 0, sizeof cli);
   cli.grace = 10;
   const char *eval = NULL;
+  const char *pid_file = NULL;
+  int workers = 1;
   int check = 0;
   cs_log_level_t level = CS_LOG_INFO;
   int i = 1;
@@ -140,9 +170,16 @@ int main(int argc, char **argv) {
         return usage_error("invalid --grace '%s' (seconds expected)", v ? v : "");
       i++;
     } else if (strcmp(o, "-w") == 0 || strcmp(o, "--workers") == 0) {
-      if (v == NULL || strcmp(v, "1") != 0)
-        return usage_error("--workers %s: only one process is available in this version",
-                           v ? v : "");
+      char *end = NULL;
+      workers = v && strcmp(v, "auto") == 0 ? (int)uv_available_parallelism()
+                                            : (v ? (int)strtol(v, &end, 10) : 0);
+      if (v == NULL || (end && *end != '\0') || workers < 1 || workers > 1024)
+        return usage_error("invalid --workers '%s' (a number from 1 or \"auto\")", v ? v : "");
+      i++;
+    } else if (strcmp(o, "--pid-file") == 0) {
+      if (v == NULL)
+        return usage_error("option '%s' needs an argument", o);
+      pid_file = v;
       i++;
     } else {
       return usage_error("unknown option '%s'", o);
@@ -153,12 +190,23 @@ int main(int argc, char **argv) {
   if (script == NULL && eval == NULL)
     return usage_error("%s", "no app.lua given");
 
+  const char *worker_env = getenv("COSERVE_WORKER");
+  int worker_id = worker_env ? atoi(worker_env) : 0;
+  if (workers > 1 && worker_id == 0 && !check)
+    return cli_master(argc, argv, workers, cli.grace, pid_file);
+  if (worker_id > 0) {
+    /* A worker goes when its master does, whatever way the master went. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+  }
+
   cli.rt = cs_runtime_new();
   if (cli.rt == NULL) {
     fprintf(stderr, PROGNAME ": out of memory\n");
     return 1;
   }
   cs_runtime_set_log_level(cli.rt, level);
+  if (worker_id > 0)
+    cs_runtime_set_worker(cli.rt, worker_id);
   lua_State *L = cs_runtime_lua(cli.rt);
   /* As lua.c: with no script, arg[0] is the program's name. */
   cli_set_arg(L, argc, argv, script ? i : 0, script ? i + 1 : i);

@@ -194,6 +194,8 @@ const char *cs_runtime_error(cs_runtime_t *rt) { return rt->errmsg ? rt->errmsg 
 
 void cs_runtime_set_log_level(cs_runtime_t *rt, cs_log_level_t level) { rt->log_level = level; }
 
+void cs_runtime_set_worker(cs_runtime_t *rt, int id) { rt->worker_id = id; }
+
 void cs_runtime_shutdown(cs_runtime_t *rt, double grace) {
   if (rt->exiting)
     grace = 0;

@@ -101,6 +101,12 @@ static int lcore_current(lua_State *L) {
   return 1;
 }
 
+/* coserve.worker_id() -> 1..N in a worker of `coserve -w N`, else 0. */
+static int lcore_worker_id(lua_State *L) {
+  lua_pushinteger(L, cs__runtime_get(L)->worker_id);
+  return 1;
+}
+
 static int lcore_exiting(lua_State *L) {
   lua_pushboolean(L, cs__runtime_get(L)->exiting);
   return 1;
@@ -163,7 +169,7 @@ static int lcore_abort_all(lua_State *L) {
 }
 
 static const luaL_Reg core_funcs[] = {
-    {"abort_all", lcore_abort_all},
+    {"abort_all", lcore_abort_all}, {"worker_id", lcore_worker_id},
     {"run", lcore_run},         {"spawn", lcore_spawn},     {"sleep", lcore_sleep},
     {"now", lcore_now},         {"park", lcore_park},       {"wake", lcore_wake},
     {"current", lcore_current}, {"exiting", lcore_exiting}, {"stats", lcore_stats},

@@ -115,7 +115,8 @@ static int lserver_new(lua_State *L) {
   s->port = (int)port;
   s->backlog = (int)opt_number(L, "backlog", 511, 1);
   lua_getfield(L, 1, "reuse_port");
-  s->reuse_port = lua_toboolean(L, -1);
+  /* Workers share their ports through SO_REUSEPORT unless told otherwise. */
+  s->reuse_port = lua_isnil(L, -1) ? rt->worker_id > 0 : lua_toboolean(L, -1);
   lua_pop(L, 1);
   s->max_connections = (int)opt_number(L, "max_connections", 10000, 0);
   s->read_timeout = opt_number(L, "read_timeout", 60, -1);

@@ -70,6 +70,25 @@ void cs_runtime_free(cs_runtime_t *rt);
 
 void cs_runtime_set_log_level(cs_runtime_t *rt, cs_log_level_t level);
 
+/* Worker processes (the CLI's -w N). A master runs no Lua: it starts
+ * `workers` copies of this program with COSERVE_WORKER=<1..N> in their
+ * environment and worker_argv as their arguments, restarts one that dies
+ * (with backoff; a worker that fails at start-up 5 times in a row makes the
+ * master give up), and on SIGTERM/SIGINT sends SIGTERM to every worker and
+ * waits up to grace + 2 s. Returns the master's exit status. */
+typedef struct {
+  int workers;
+  double grace;
+  const char *pid_file;  /* written with the master's PID, removed at exit */
+  char **worker_argv;    /* NULL-terminated */
+} cs_master_opts_t;
+
+int cs_master_run(const cs_master_opts_t *opts);
+
+/* Marks a runtime as worker `id` (1..N) of a master: coserve.worker_id()
+ * returns it, servers default to reuse_port, log lines carry it. */
+void cs_runtime_set_worker(cs_runtime_t *rt, int id);
+
 /* Messages for coserve's error codes and libuv's ("timeout", "closed", ...). */
 const char *cs_strerror(int err);
 
