@@ -60,6 +60,8 @@ static int on_status(llhttp_t *p, const char *at, size_t len) {
  * promise it) is concatenated with the previous piece. */
 static int push_span(http_t *h, const char *at, size_t len, int is_value) {
   lua_State *L = h->L;
+  if (L == NULL)
+    return 0; /* trailer fields after a chunked body: not kept */
   if (is_value == h->value_pending) {
     if (h->nheaders >= 2 * HTTP_MAX_HEADERS)
       return HPE_USER;
@@ -232,7 +234,16 @@ static int lhttp_body(lua_State *L) {
   luaL_buffinit(L, &b);
   h->body = &b;
   h->complete = 0;
-  llhttp_errno_t err = len == 0 ? llhttp_finish(&h->parser) : llhttp_execute(&h->parser, data, len);
+  llhttp_errno_t err;
+  if (len == 0) {
+    /* The peer closed. A body that ends at close may not have begun yet:
+     * an empty execute first moves llhttp past the paused end of the head. */
+    err = llhttp_execute(&h->parser, data, 0);
+    if (err == HPE_OK)
+      err = llhttp_finish(&h->parser);
+  } else {
+    err = llhttp_execute(&h->parser, data, len);
+  }
   h->body = NULL;
   size_t used = len;
   if (err == HPE_PAUSED) {

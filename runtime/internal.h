@@ -45,7 +45,10 @@ void cs__buf_free(cs_buf_t *b);
 int cs__buf_reserve(cs_buf_t *b, size_t extra);
 int cs__buf_own(cs_buf_t *b);
 void cs__buf_consume(cs_buf_t *b, size_t n);
-static inline char *cs__buf_data(const cs_buf_t *b) { return b->base + b->off; }
+/* An empty buffer may have no memory: NULL + 0 is undefined in C. */
+static inline char *cs__buf_data(const cs_buf_t *b) {
+  return b->base ? b->base + b->off : (char *)"";
+}
 
 typedef enum {
   CS_READ_LINE,  /* "*l": up to "\n", without it and a trailing "\r" */

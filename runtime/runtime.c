@@ -5,6 +5,7 @@
  * `require "coserve"` find the built-in module. Plain LuaJIT (busted, a
  * script) does `require "coserve"`, and the module creates a runtime bound
  * to that state, torn down when the state is closed. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,11 @@
 #define RUNTIME_KEY "coserve.runtime"
 
 static cs_runtime_t *runtime_create(lua_State *L) {
+  /* A write to a connection the peer has closed must fail with EPIPE, not
+   * kill the process; a host's own SIGPIPE handler is left alone. */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
   cs_runtime_t *rt = calloc(1, sizeof(*rt));
   if (rt == NULL)
     return NULL;

@@ -98,4 +98,67 @@ describe("regressions", function()
     assert.matches("status=2", sh(("%q --grace inf -e ''"):format(BIN)))
     assert.matches("status=2", sh(("%q --grace nan -e ''"):format(BIN)))
   end)
+
+  it("fuzz: trailer fields after a chunked body no longer crash the server", function()
+    local http = require "coserve.http"
+    run(function()
+      local app = http.server{ host = "127.0.0.1", port = 0 }
+      app:route("POST", "/echo", function(req, res) res:send(assert(req:body())) end)
+      coserve.spawn(function() assert(app:start()) end)
+      local c = assert(coserve.connect("127.0.0.1", app.port))
+      c:send("POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+        "3\r\nabc\r\n0\r\nX-T: 1\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+      assert.equal("HTTP/1.1 200 OK", c:receive("*l", 2))
+      local body
+      while true do
+        local line = assert(c:receive("*l", 2))
+        if line == "" then break end
+      end
+      body = c:receive(3, 2)
+      assert.equal("abc", body)
+      assert.equal("HTTP/1.1 405 Method Not Allowed", c:receive("*l", 2))
+      c:close()
+      app:shutdown()
+    end)
+  end)
+
+  it("fuzz: a response whose body ends at close may be empty", function()
+    local http = require "coserve.http"
+    run(function()
+      local s = serve(function(conn)
+        conn:receiveuntil("\r\n\r\n")()
+        conn:send("HTTP/1.1 200 OK\r\n\r\n")
+      end)
+      local res = assert(http.request{ url = "http://127.0.0.1:" .. s.port .. "/" })
+      assert.equal(200, res.status)
+      assert.equal("", res.body)
+      s:shutdown()
+    end)
+  end)
+
+  it("fuzz: writing to a peer that has gone does not kill the process (SIGPIPE)", function()
+    local app = [[
+      local coserve = require "coserve"
+      local s = coserve.server{ host = "127.0.0.1", port = 0 }
+      local results = coserve.channel(1)
+      s:handle(function(conn)
+        coserve.sleep(0.1)
+        local chunk = ("x"):rep(65536)
+        local ok, err
+        for _ = 1, 50 do
+          ok, err = conn:send(chunk)
+          if not ok then break end
+        end
+        results:push(err or "sent")
+      end)
+      coserve.spawn(function() s:start() end)
+      local c = assert(coserve.connect("127.0.0.1", s.port))
+      c:close()
+      print(results:pop(5))
+      s:shutdown()
+    ]]
+    local out = sh(("%q -e %q"):format(BIN, app))
+    assert.matches("closed\nstatus=0", out)
+  end)
 end)
+
