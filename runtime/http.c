@@ -200,12 +200,15 @@ static int lhttp_head(lua_State *L) {
   }
   lua_pushfstring(L, "%d.%d", p->http_major, p->http_minor);
   lua_setfield(L, -2, "version");
-  lua_pushboolean(L, llhttp_should_keep_alive(p));
+  /* After a CONNECT head come a tunnel's bytes, not a body nor another
+   * request: llhttp stops there, and so must the connection's HTTP. */
+  int connect = type == HTTP_REQUEST && p->method == HTTP_CONNECT;
+  lua_pushboolean(L, !connect && llhttp_should_keep_alive(p));
   lua_setfield(L, -2, "keep_alive");
   lua_pushboolean(L, p->upgrade);
   lua_setfield(L, -2, "upgrade");
   const char *body = "none";
-  if (no_body || h->complete)
+  if (no_body || h->complete || connect)
     body = "none";
   else if (p->flags & F_CHUNKED)
     body = "chunked";
