@@ -122,7 +122,9 @@ local function read_body_piece(req)
     local bytes, err = conn:_peek(req._timeout)
     if not bytes then
       if err == "closed" and req._msg.body == "eof" then bytes = "" else
-        req._done = true
+        -- The body stopped short: where the next request would start is
+        -- unknown, so the connection cannot serve another one.
+        req._done, req._broken = true, err
         return nil, err
       end
     end
@@ -362,9 +364,11 @@ local function handle_request(app, conn, parser, msg)
     end
   end
   -- A body the handler could not read is answered for it, unless it did.
-  if (req._too_large or req._bad) and not res._started then
+  if (req._too_large or req._bad or req._broken) and not res._started then
     res._keep_alive = false
-    plain(res, req._too_large and 413 or 400)
+    if req._broken ~= "closed" then
+      plain(res, req._too_large and 413 or req._bad and 400 or 408)
+    end
   end
   if res._hijacked then return false end -- the connection is the handler's now
   finish(res)
@@ -374,7 +378,7 @@ local function handle_request(app, conn, parser, msg)
   while not req._done do
     if not read_body_piece(req) and not req._done then return false end
   end
-  return not req._bad and not req._too_large
+  return not (req._bad or req._too_large or req._broken)
 end
 
 local function serve_connection(app, conn)
