@@ -152,6 +152,12 @@ cs_task_t *cs__task_current(lua_State *L, const char *fname) {
   cs_task_t *t = rt->current;
   if (t == NULL || t->co != L)
     luaL_error(L, "%s: not inside a coserve coroutine", fname);
+  /* Checked before the caller registers anything: lua_yield would raise
+   * only after the wait was set up, leaving it behind. */
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s: cannot wait inside a C call that cannot yield "
+                  "(dofile, require, a metamethod...); use loadfile(f)() instead of dofile",
+               fname);
   return t;
 }
 
@@ -295,6 +301,12 @@ static void task_finish(cs_task_t *t, int ok) {
     if (t->onext)
       t->onext->oprev = t->oprev;
     t->owner = NULL;
+  }
+  /* A task cannot die parked, but if it did, its wait must not outlive it. */
+  if (t->wait) {
+    cs_wait_t *w = t->wait;
+    t->wait = NULL;
+    w->abort(w, t->co, UV_ECANCELED);
   }
   /* The app's main function failed: nothing is left to serve it, so
    * everything unwinds and the error is reported at once. */

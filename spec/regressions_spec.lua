@@ -160,5 +160,20 @@ describe("regressions", function()
     local out = sh(("%q -e %q"):format(BIN, app))
     assert.matches("closed\nstatus=0", out)
   end)
+
+  it("a wait inside dofile raises a clear error instead of crashing the server", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local f = io.open(dir .. "/server.lua", "w")
+    f:write('local coserve = require "coserve"\n',
+      'local s = coserve.server{ host = "127.0.0.1", port = 0 }\n',
+      's:handle(function() end)\nassert(s:start())\n')
+    f:close()
+    local out = sh(("%q -e %q"):format(BIN, ("dofile(%q)"):format(dir .. "/server.lua")))
+    os.execute("rm -rf " .. dir)
+    assert.matches("start: cannot wait inside a C call that cannot yield", out)
+    assert.matches("status=1", out)
+  end)
 end)
 
