@@ -13,7 +13,9 @@
  *   core.http_parser("request" | "response") -> parser
  *   parser:head(bytes [, no_body]) -> msg | nil, reason
  *   parser:body(bytes) -> data, used, complete | nil, reason */
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <llhttp.h>
 
@@ -263,6 +265,33 @@ static int lhttp_body(lua_State *L) {
   return 3;
 }
 
+/* core.http_date() -> the Date header's value for now, formatted at most
+ * once a second. (os.time() in Lua would abort LuaJIT's traces.) */
+static int lhttp_date(lua_State *L) {
+  static const char days[] = "SunMonTueWedThuFriSat";
+  static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  time_t now = time(NULL);
+  lua_getfield(L, LUA_REGISTRYINDEX, "coserve.http_date");
+  lua_rawgeti(L, -1, 1);
+  if ((time_t)lua_tonumber(L, -1) == now) {
+    lua_rawgeti(L, -2, 2);
+    return 1;
+  }
+  lua_pop(L, 1);
+  struct tm tm;
+  gmtime_r(&now, &tm);
+  char buf[64];
+  snprintf(buf, sizeof buf, "%.3s, %02d %.3s %d %02d:%02d:%02d GMT", days + 3 * tm.tm_wday,
+           tm.tm_mday, months + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+           tm.tm_sec);
+  lua_pushnumber(L, (double)now);
+  lua_rawseti(L, -2, 1);
+  lua_pushstring(L, buf);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, 2);
+  return 1;
+}
+
 static const luaL_Reg http_methods[] = {{"head", lhttp_head}, {"body", lhttp_body}, {NULL, NULL}};
 
 void cs__open_http(lua_State *L) {
@@ -273,4 +302,8 @@ void cs__open_http(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, lhttp_new);
   lua_setfield(L, -2, "http_parser");
+  lua_createtable(L, 2, 0);
+  lua_setfield(L, LUA_REGISTRYINDEX, "coserve.http_date");
+  lua_pushcfunction(L, lhttp_date);
+  lua_setfield(L, -2, "http_date");
 }

@@ -37,15 +37,13 @@ local STATUS = {
 }
 M.STATUS = STATUS
 
--- The Date header changes once a second: format it once a second.
-local date_sec, date_value
-local function http_date()
-  local now = os.time()
-  if now ~= date_sec then
-    date_sec, date_value = now, os.date("!%a, %d %b %Y %H:%M:%S GMT", now)
-  end
-  return date_value
-end
+-- The Date header's value, formatted once a second (in C: os.time would
+-- stop LuaJIT from compiling the request path).
+local http_date = core.http_date
+
+-- "HTTP/1.1 200 OK\r\n" for each known status, built once.
+local STATUS_LINE = {}
+for code, text in pairs(STATUS) do STATUS_LINE[code] = format("HTTP/1.1 %d %s\r\n", code, text) end
 
 ---------------------------------------------------------------- headers
 
@@ -105,7 +103,24 @@ end
 ---------------------------------------------------------------- request
 
 local Request = {}
-Request.__index = Request
+
+-- req.headers and req.query are built on first use: most handlers read
+-- neither, and building them is a good part of a request's cost.
+local request_mt = {
+  __index = function(req, k)
+    local v = Request[k]
+    if v ~= nil then return v end
+    if k == "headers" then
+      v = make_headers(req._msg.headers)
+    elseif k == "query" then
+      v = parse_query(req._query)
+    else
+      return nil
+    end
+    rawset(req, k, v)
+    return v
+  end,
+}
 
 -- Reads the next piece of the body from the connection: the parser takes
 -- only the bytes of this message, so a pipelined request stays buffered.
@@ -185,39 +200,52 @@ end
 -- res:header(name, value): value nil removes; a table sends the field once
 -- per element (Set-Cookie).
 function Response:header(name, value)
-  self._headers[lower(name)] = value
+  local h = self._headers
+  if not h then
+    h = {}
+    self._headers = h
+  end
+  h[lower(name)] = value
   return self
 end
 
+-- One header line; a table value gives one line per element.
+local function header_lines(k, v)
+  if type(v) ~= "table" then return k .. ": " .. tostring(v) .. "\r\n" end
+  local out = ""
+  for _, item in ipairs(v) do out = out .. k .. ": " .. tostring(item) .. "\r\n" end
+  return out
+end
+
+-- The response head. length: the body's length, or nil to stream it.
 local function head_bytes(res, length)
   local req = res._req
   local code = res._status
-  local parts = { format("HTTP/1.1 %d %s\r\n", code, STATUS[code] or "Unknown") }
+  local head = STATUS_LINE[code] or format("HTTP/1.1 %d %s\r\n", code, STATUS[code] or "Unknown")
+  local has_date, has_length = false, false
   local h = res._headers
-  for k, v in pairs(h) do
-    if type(v) == "table" then
-      for _, item in ipairs(v) do parts[#parts + 1] = k .. ": " .. tostring(item) .. "\r\n" end
-    else
-      parts[#parts + 1] = k .. ": " .. tostring(v) .. "\r\n"
+  if h then
+    for k, v in pairs(h) do
+      head = head .. header_lines(k, v)
+      if k == "date" then has_date = true elseif k == "content-length" then has_length = true end
     end
   end
-  if not h.date then parts[#parts + 1] = "date: " .. http_date() .. "\r\n" end
+  if not has_date then head = head .. "date: " .. http_date() .. "\r\n" end
   if length then
-    if code ~= 204 and code ~= 304 and not h["content-length"] then
-      parts[#parts + 1] = "content-length: " .. length .. "\r\n"
+    if code ~= 204 and code ~= 304 and not has_length then
+      head = head .. "content-length: " .. length .. "\r\n"
     end
   elseif req._msg.version == "1.1" then
-    parts[#parts + 1] = "transfer-encoding: chunked\r\n"
+    head = head .. "transfer-encoding: chunked\r\n"
     res._chunked = true
   else
     res._keep_alive = false -- an HTTP/1.0 body without length ends at close
   end
   if req._app._draining then res._keep_alive = false end
-  if not res._keep_alive then parts[#parts + 1] = "connection: close\r\n"
-  elseif req._msg.version == "1.0" then parts[#parts + 1] = "connection: keep-alive\r\n" end
-  parts[#parts + 1] = "\r\n"
+  if not res._keep_alive then head = head .. "connection: close\r\n"
+  elseif req._msg.version == "1.0" then head = head .. "connection: keep-alive\r\n" end
   res._started = true
-  return concat(parts)
+  return head .. "\r\n"
 end
 
 local function send_or_fail(res, data)
@@ -236,7 +264,7 @@ function Response:write(chunk)
   if self._finished then return nil, "response already sent" end
   local out = {}
   if not self._started then
-    out[1] = head_bytes(self, self._headers["content-length"] and true or nil)
+    out[1] = head_bytes(self, self._headers and self._headers["content-length"] and true or nil)
   end
   if self._req._msg.method == "HEAD" or #chunk == 0 then
     if #out == 0 then return true end
@@ -251,24 +279,29 @@ function Response:write(chunk)
 end
 
 -- res:send([status,] [headers,] [body]): the whole response at once.
-function Response:send(...)
+function Response:send(a, b, c)
   if self._finished or self._started then return nil, "response already sent" end
-  local n, i = select("#", ...), 1
-  local a = ...
   if type(a) == "number" then
     self._status = a
-    i = 2
+    a, b = b, c
   end
-  local h = select(i, ...)
-  if type(h) == "table" then
-    for k, v in pairs(h) do self._headers[lower(k)] = v end
-    i = i + 1
+  local body = a
+  if type(a) == "table" then
+    local h = self._headers
+    if h then
+      for k, v in pairs(a) do h[lower(k)] = v end
+    else
+      h = {}
+      for k, v in pairs(a) do h[lower(k)] = v end
+      self._headers = h
+    end
+    body = b
   end
-  local body = i <= n and tostring((select(i, ...))) or ""
+  body = body == nil and "" or tostring(body)
   self._finished = true
   local head = head_bytes(self, #body)
-  if self._req._msg.method == "HEAD" or #body == 0 then return send_or_fail(self, head) end
-  return send_or_fail(self, { head, body })
+  if #body == 0 or self._req._msg.method == "HEAD" then return send_or_fail(self, head) end
+  return send_or_fail(self, head .. body)
 end
 
 local function finish(res)
@@ -303,8 +336,23 @@ local function plain(res, code)
   res:send(code, { ["content-type"] = "text/plain" }, STATUS[code] .. "\n")
 end
 
+local NO_PARAMS = setmetatable({}, { __newindex = function() error("params are read-only") end })
+
 local function find_route(app, method, path)
+  -- Paths without :params are looked up directly and take precedence.
+  local by_method = app._exact[path]
+  if by_method then
+    local handler = by_method[method] or by_method["*"] or (method == "HEAD" and by_method.GET)
+    if handler then return handler, NO_PARAMS end
+  end
   local allowed
+  if by_method then
+    allowed = {}
+    for m in pairs(by_method) do
+      allowed[#allowed + 1] = m
+      if m == "GET" then allowed[#allowed + 1] = "HEAD" end
+    end
+  end
   for _, r in ipairs(app._routes) do
     local caps = { path:match(r.pattern) }
     if caps[1] ~= nil then
@@ -322,20 +370,21 @@ local function find_route(app, method, path)
 end
 
 local function handle_request(app, conn, parser, msg)
-  local path, query = msg.url:match("^([^?#]*)%??([^#]*)")
+  local url = msg.url
+  local q = url:find("?", 1, true)
+  local path = q and url:sub(1, q - 1) or url
   local req = setmetatable({
-    method = msg.method, path = path, query = parse_query(query), url = msg.url,
-    version = msg.version, headers = make_headers(msg.headers), params = {},
-    conn = conn,
+    method = msg.method, path = path, url = url, version = msg.version, params = NO_PARAMS,
+    conn = conn, _query = q and url:sub(q + 1):match("^[^#]*") or nil,
     _conn = conn, _app = app, _parser = parser, _msg = msg, _received = 0,
     _done = msg.body == "none", _max = app.max_body, _timeout = app.read_timeout,
-  }, Request)
+  }, request_mt)
   local res = setmetatable({
-    _conn = conn, _req = req, _status = 200, _headers = {},
+    _conn = conn, _req = req, _status = 200,
     _keep_alive = msg.keep_alive and not app._draining,
   }, Response)
-  req._expect_continue = msg.body ~= "none"
-    and lower(req.headers.expect or "") == "100-continue" and msg.version == "1.1"
+  req._expect_continue = msg.body ~= "none" and msg.version == "1.1"
+    and lower(req.headers.expect or "") == "100-continue"
 
   if msg.length and msg.length > app.max_body then
     res._keep_alive = false
@@ -359,7 +408,7 @@ local function handle_request(app, conn, parser, msg)
         return false -- the response is cut: the client sees the close
       end
       res._keep_alive = false
-      res._headers = {}
+      res._headers = nil
       plain(res, 500)
     end
   end
@@ -387,7 +436,7 @@ local function serve_connection(app, conn)
   while true do
     -- Between requests a connection is idle: a shutdown closes it at once.
     app._idle[conn] = true
-    local ok, err = conn:_peek(first and app.header_timeout or app.keepalive_timeout)
+    local ok, err = conn:_peek(first and app.header_timeout or app.keepalive_timeout, 0)
     app._idle[conn] = nil
     if not ok then
       if first and err == "timeout" then refuse(conn, 408) end
@@ -416,7 +465,8 @@ end
 -- http.server(opts): opts are coserve.server's plus max_header, max_body,
 -- header_timeout, keepalive_timeout (seconds between requests).
 function M.server(opts)
-  local app = setmetatable({ _routes = {}, _idle = setmetatable({}, { __mode = "k" }) }, App)
+  local app = setmetatable({ _routes = {}, _exact = {},
+                             _idle = setmetatable({}, { __mode = "k" }) }, App)
   local tcp_opts = {}
   for k, v in pairs(opts or {}) do
     if DEFAULTS[k] ~= nil then app[k] = v else tcp_opts[k] = v end
@@ -438,9 +488,16 @@ end
 -- app:route(method, path, handler(req, res)); method "*" matches any.
 function App:route(method, path, handler)
   if type(handler) ~= "function" then error("bad argument #3 to 'route' (function expected)", 2) end
+  method = method:upper()
+  if not path:find("/:", 1, true) then
+    local by_method = self._exact[path] or {}
+    self._exact[path] = by_method
+    by_method[method] = handler
+    return self
+  end
   local pattern, names = compile_route(path)
   self._routes[#self._routes + 1] =
-    { method = method:upper(), pattern = pattern, names = names, handler = handler }
+    { method = method, pattern = pattern, names = names, handler = handler }
   return self
 end
 
