@@ -264,14 +264,14 @@ struct cs_conn_s {
   cs_task_t *connector;
   cs_task_t *handler;    /* the server's handler task */
   cs_task_t *tasks;      /* conn:spawn() */
-  double read_timeout, send_timeout, connect_timeout;
+  double read_timeout, send_timeout;
   uint64_t last_io;      /* loop time of the last read or write, ms */
   int err;               /* sticky read error (EOF is CS_ECLOSED) */
   size_t max_frame;
   const cs_framing_t *framing; /* the server's, for recv() */
   int refs;              /* the handle, and a server handler until it ends */
   int box_ref;           /* a server connection anchors its Lua object */
-  unsigned type : 1, reading : 1, eof : 1, closing : 1, open : 1, pooled : 1;
+  unsigned type : 1, reading : 1, eof : 1, closing : 1, pooled : 1;
 };
 
 typedef struct cs_connbox_s {

@@ -40,7 +40,7 @@ cs_conn_t *cs__conn_new(cs_runtime_t *rt, cs_conn_type_t type) {
   c->rwait.abort = read_abort;
   c->wwait.abort = write_abort;
   c->cwait.abort = connect_abort;
-  c->read_timeout = c->send_timeout = c->connect_timeout = 60;
+  c->read_timeout = c->send_timeout = 60;
   c->max_frame = 2 * 1024 * 1024;
   c->last_io = uv_now(&rt->loop);
   rt->nconns++;
@@ -415,7 +415,6 @@ static void conn_connect_cb(uv_connect_t *req, int status) {
   c->connector = NULL;
   if (status == 0) {
     cs_runtime_t *rt = c->rt;
-    c->open = 1;
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, c->box_ref);
     luaL_unref(rt->L, LUA_REGISTRYINDEX, c->box_ref);
     c->box_ref = LUA_NOREF;

@@ -192,7 +192,6 @@ static void server_connection_cb(uv_stream_t *ls, int status) {
     cs__conn_close(c, CS_ECLOSED);
     return;
   }
-  c->open = 1;
   c->server = s;
   c->snext = s->conns;
   if (s->conns)

@@ -151,10 +151,11 @@ static int lconn_close(lua_State *L) {
   return 1;
 }
 
-/* conn:settimeouts(connect, send, read): nil keeps a value. */
+/* conn:settimeouts(connect, send, read): nil keeps a value. The connect
+ * timeout is accepted for OpenResty's signature; a connection that exists
+ * is connected already (coserve.connect takes opts.timeout). */
 static int lconn_settimeouts(lua_State *L) {
   CONN_OPEN(L, c);
-  c->connect_timeout = opt_timeout(L, 2, c->connect_timeout);
   c->send_timeout = opt_timeout(L, 3, c->send_timeout);
   c->read_timeout = opt_timeout(L, 4, c->read_timeout);
   lua_pushboolean(L, 1);

@@ -232,7 +232,6 @@ static int lcore_connect(lua_State *L) {
   cs_conn_t *c = cs__conn_new(rt, path ? CS_CONN_PIPE : CS_CONN_TCP);
   if (c == NULL)
     return cs__push_error(L, UV_ENOMEM);
-  c->connect_timeout = timeout;
   /* The object exists from the start so that a failed connect is closed
    * through the same path as any other connection. */
   cs__conn_push(L, c);
