@@ -120,6 +120,8 @@ struct cs_runtime_s {
   double next_conn_id;
   cs_log_level_t log_level;
   int worker_id;         /* 1..N under a master, 0 alone */
+  int listen_fds[16];    /* systemd socket activation: sockets not yet used */
+  int nlisten_fds;
   char *errmsg;
   char scratch[CS_SCRATCH_SIZE]; /* one read buffer shared by all connections */
   int scratch_busy;
@@ -336,6 +338,12 @@ struct cs_server_s {
   size_t max_frame;
   unsigned listening : 1;
 };
+
+/* Reads LISTEN_PID/LISTEN_FDS (systemd socket activation) into rt. */
+void cs__activation_init(cs_runtime_t *rt);
+/* An inherited listening socket bound to host:port (or the unix path),
+ * taken out of the list; -1 if there is none. */
+int cs__activation_take(cs_runtime_t *rt, const char *host, int port, int is_unix);
 
 /* Binds and listens on s->host/port (a literal address, or unix:path when
  * is_unix), then parks the calling task until the server has shut down. */

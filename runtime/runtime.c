@@ -33,6 +33,7 @@ static cs_runtime_t *runtime_create(lua_State *L) {
   rt->log_level = CS_LOG_INFO;
   rt->next_conn_id = 1;
   cs__sched_init(rt);
+  cs__activation_init(rt);
   return rt;
 }
 

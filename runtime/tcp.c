@@ -5,8 +5,11 @@
  * and two timers). It is anchored in the registry from start() until the
  * last of them is closed, and start() returns only then, so a server can
  * be started again once start() has returned. */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -227,8 +230,76 @@ static int swait_abort(cs_wait_t *w, lua_State *co, int err) {
   return cs__push_error(co, err);
 }
 
+/* ---- systemd socket activation ---- */
+
+void cs__activation_init(cs_runtime_t *rt) {
+  const char *pid = getenv("LISTEN_PID");
+  const char *fds = getenv("LISTEN_FDS");
+  if (pid == NULL || fds == NULL || atol(pid) != (long)getpid())
+    return;
+  int n = atoi(fds);
+  for (int i = 0; i < n && rt->nlisten_fds < (int)(sizeof rt->listen_fds / sizeof(int)); i++)
+    rt->listen_fds[rt->nlisten_fds++] = 3 + i; /* SD_LISTEN_FDS_START */
+  /* As sd_listen_fds(unset_environment = 1): children do not inherit them. */
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+}
+
+/* Whether fd is a listening socket bound where the server would bind. */
+static int activation_matches(int fd, const char *host, int port, int is_unix) {
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+    return 0;
+  if (is_unix) {
+    struct sockaddr_un *un = (struct sockaddr_un *)&ss;
+    return ss.ss_family == AF_UNIX && strcmp(un->sun_path, host) == 0;
+  }
+  char ip[64] = "";
+  int p = 0;
+  if (ss.ss_family == AF_INET) {
+    uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
+    p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
+    p = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  } else {
+    return 0;
+  }
+  /* The literal as given must name the same address: compare parsed forms. */
+  struct sockaddr_storage want;
+  char norm[64] = "";
+  if (uv_ip6_addr(host, 0, (struct sockaddr_in6 *)&want) == 0)
+    uv_ip6_name((struct sockaddr_in6 *)&want, norm, sizeof norm);
+  else if (uv_ip4_addr(host, 0, (struct sockaddr_in *)&want) == 0)
+    uv_ip4_name((struct sockaddr_in *)&want, norm, sizeof norm);
+  return p == port && strcmp(ip, norm) == 0;
+}
+
+int cs__activation_take(cs_runtime_t *rt, const char *host, int port, int is_unix) {
+  for (int i = 0; i < rt->nlisten_fds; i++) {
+    int fd = rt->listen_fds[i];
+    if (activation_matches(fd, host, port, is_unix)) {
+      rt->listen_fds[i] = rt->listen_fds[--rt->nlisten_fds];
+      return fd;
+    }
+  }
+  return -1;
+}
+
 static int server_bind(cs_server_t *s) {
   uv_loop_t *loop = &s->rt->loop;
+  int fd = cs__activation_take(s->rt, s->host, s->port, s->is_unix);
+  if (fd >= 0) {
+    /* systemd already bound and listens: use its socket. */
+    if (s->is_unix) {
+      uv_pipe_init(loop, &s->u.pipe, 0);
+      return uv_pipe_open(&s->u.pipe, fd);
+    }
+    uv_tcp_init(loop, &s->u.tcp);
+    return uv_tcp_open(&s->u.tcp, fd);
+  }
   if (s->is_unix) {
     uv_pipe_init(loop, &s->u.pipe, 0);
     return uv_pipe_bind(&s->u.pipe, s->host);
