@@ -29,6 +29,8 @@ const char *cs_strerror(int err) {
     return "address already in use";
   case UV_EAI_NONAME:
     return "host not found";
+  case UV_EINTR:
+    return "interrupted";
   default:
     return uv_strerror(err);
   }

@@ -120,6 +120,7 @@ struct cs_runtime_s {
   double next_conn_id;
   cs_log_level_t log_level;
   int worker_id;         /* 1..N under a master, 0 alone */
+  int notify_fd;         /* a worker tells its master it is ready: -1 done */
   int listen_fds[16];    /* systemd socket activation: sockets not yet used */
   int nlisten_fds;
   char *errmsg;
@@ -135,6 +136,8 @@ cs_runtime_t *cs__runtime_for(lua_State *L);
  * main task did not finish on its own (stopped, or deadlocked). */
 int cs__runtime_main(cs_runtime_t *rt, lua_State *L, int nargs);
 void cs__set_error(cs_runtime_t *rt, const char *msg);
+/* Under a master: tells it this worker is ready (once). */
+void cs__runtime_ready(cs_runtime_t *rt);
 /* Closes every server now and cancels every task but the running one, so
  * that the loop unwinds: after the main task failed, or a test's deadline. */
 void cs__runtime_abort(cs_runtime_t *rt);

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lualib.h>
 
@@ -32,6 +33,7 @@ static cs_runtime_t *runtime_create(lua_State *L) {
   rt->L = rt->main_L = L;
   rt->log_level = CS_LOG_INFO;
   rt->next_conn_id = 1;
+  rt->notify_fd = -1;
   cs__sched_init(rt);
   cs__activation_init(rt);
   return rt;
@@ -201,7 +203,23 @@ const char *cs_runtime_error(cs_runtime_t *rt) { return rt->errmsg ? rt->errmsg 
 
 void cs_runtime_set_log_level(cs_runtime_t *rt, cs_log_level_t level) { rt->log_level = level; }
 
-void cs_runtime_set_worker(cs_runtime_t *rt, int id) { rt->worker_id = id; }
+void cs_runtime_set_worker(cs_runtime_t *rt, int id) {
+  rt->worker_id = id;
+  const char *fd = getenv("COSERVE_NOTIFY_FD");
+  rt->notify_fd = fd ? atoi(fd) : -1;
+}
+
+/* A worker is ready once its app has set itself up: the first time the
+ * main task waits (its servers listen by then) or ends. One byte tells the
+ * master, which waits for it before retiring the old workers on a reload. */
+void cs__runtime_ready(cs_runtime_t *rt) {
+  if (rt->notify_fd < 0)
+    return;
+  ssize_t n = write(rt->notify_fd, "R", 1);
+  (void)n;
+  close(rt->notify_fd);
+  rt->notify_fd = -1;
+}
 
 void cs_runtime_shutdown(cs_runtime_t *rt, double grace) {
   if (rt->exiting)

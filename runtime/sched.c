@@ -166,6 +166,8 @@ cs_task_t *cs__task_current(lua_State *L, const char *fname) {
 int cs__park(lua_State *L, cs_task_t *t, cs_wait_t *w, double timeout) {
   if (t->canceled)
     return w->abort(w, L, UV_ECANCELED);
+  if (t->main)
+    cs__runtime_ready(t->rt);
   t->wait = w;
   if (timeout >= 0) {
     double ms = ceil(timeout * 1000.0);
@@ -308,6 +310,8 @@ static void task_finish(cs_task_t *t, int ok) {
     t->wait = NULL;
     w->abort(w, t->co, UV_ECANCELED);
   }
+  if (t->main && ok)
+    cs__runtime_ready(rt);
   /* The app's main function failed: nothing is left to serve it, so
    * everything unwinds and the error is reported at once. */
   if (t->main && !ok)

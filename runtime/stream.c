@@ -231,8 +231,8 @@ static int read_abort(cs_wait_t *w, lua_State *co, int err) {
   }
   cs__push_error(co, err);
   /* As LuaSocket: what arrived is handed over as partial data, except for
-   * frames, which must stay whole. */
-  if (c->rreq.kind == CS_READ_FRAME) {
+   * frames, which must stay whole, and peeks, which leave it buffered. */
+  if (c->rreq.kind == CS_READ_FRAME || c->rreq.peek) {
     lua_pushliteral(co, "");
   } else {
     lua_pushlstring(co, cs__buf_data(&c->rbuf), c->rbuf.len);

@@ -178,4 +178,115 @@ describe("coserve -w N", function()
     assert.equal(2, proc.run({ proc.BIN, "-w", "0", "-e", "" }).status)
     assert.equal(2, proc.run({ proc.BIN, "-w", "many", "-e", "" }).status)
   end)
+
+  describe("reload on SIGHUP", function()
+    local RELOAD_APP = [[
+      local coserve = require "coserve"
+      local http = require "coserve.http"
+      local VERSION = "v1"
+      local app = http.server{ host = "127.0.0.1", port = tonumber(arg[1]) }
+      app:route("GET", "/", function(_, res) res:send(200, { ["content-type"] = "text/plain" }, VERSION .. "\n") end)
+      local echo = coserve.server{ host = "127.0.0.1", port = tonumber(arg[2]) }
+      echo:handle(function(conn)
+        while true do
+          local line = conn:receive()
+          if not line then return end
+          conn:send(line .. " " .. VERSION .. "\n")
+        end
+      end)
+      coserve.spawn(function() assert(echo:start()) end)
+      coserve.log("info", "listening")
+      assert(app:start())
+    ]]
+
+    local function start_reloadable()
+      local dir = proc.tmpdir()
+      proc.write(dir .. "/app.lua", RELOAD_APP)
+      local port, echo_port = free_port(), free_port()
+      local p = proc.start({ proc.BIN, "-w", "2", "--grace", "5", dir .. "/app.lua",
+                             tostring(port), tostring(echo_port) })
+      finally(function() p:stop() proc.rmdir(dir) end)
+      assert(proc.poll(5, function()
+        local _, n = p:stderr():gsub("info: listening", "")
+        return n >= 2
+      end), p:stderr())
+      return p, port, echo_port, dir
+    end
+
+    local function wait_reloaded(p)
+      assert(proc.poll(10, function() return p:stderr():find("new worker%(s%) ready") end),
+        "no reload: " .. p:stderr())
+    end
+
+    it("under wrk: no socket error, no non-2xx, and the new code answers after", function()
+      local p, port, _, dir = start_reloadable()
+      local wrk_done
+      testing.run(function()
+        local t = coserve.spawn(function()
+          return proc.run({ "wrk", "-t1", "-c20", "-d6s", "http://127.0.0.1:" .. port .. "/" },
+                          { timeout = 30 })
+        end)
+        coserve.sleep(1.5)
+        proc.write(dir .. "/app.lua", (RELOAD_APP:gsub('"v1"', '"v2"')))
+        p:signal("HUP")
+        wrk_done = select(2, t:join(20))
+      end, { timeout = 40 })
+      assert.equal(0, wrk_done.status, wrk_done.err)
+      assert.matches("requests in", wrk_done.out)
+      assert.not_matches("Socket errors", wrk_done.out)
+      assert.not_matches("Non%-2xx", wrk_done.out)
+      wait_reloaded(p)
+      testing.run(function() assert.equal("v2", ask(port)) end)
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+    end)
+
+    it("100 echo clients that stay connected across it get every echo (drained, not reset)", function()
+      local p, _, echo_port, dir = start_reloadable()
+      testing.run(function()
+        local clients = {}
+        for i = 1, 100 do clients[i] = assert(coserve.connect("127.0.0.1", echo_port)) end
+        local function round(tag)
+          local wg, failures = coserve.waitgroup(), {}
+          for i, c in ipairs(clients) do
+            wg:add(1)
+            coserve.spawn(function()
+              c:send(tag .. i .. "\n")
+              local line, err = c:receive("*l", 5)
+              if not line or not line:find("^" .. tag .. i .. " v%d$") then
+                failures[#failures + 1] = tostring(line or err)
+              end
+              wg:done()
+            end)
+          end
+          assert(wg:wait(10))
+          assert.same({}, failures)
+        end
+        round("before")
+        proc.write(dir .. "/app.lua", (RELOAD_APP:gsub('"v1"', '"v2"')))
+        p:signal("HUP")
+        wait_reloaded(p)
+        for n = 1, 3 do
+          round("after" .. n)
+          coserve.sleep(0.2)
+        end
+        for _, c in ipairs(clients) do c:close() end
+      end, { timeout = 40 })
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+    end)
+
+    it("keeps the old workers serving when the new code fails to load, and logs why", function()
+      local p, port, _, dir = start_reloadable()
+      proc.write(dir .. "/app.lua", "error('broken new code')")
+      p:signal("HUP")
+      assert(proc.poll(10, function() return p:stderr():find("reload failed", 1, true) end),
+        p:stderr())
+      assert.matches("broken new code", p:stderr())
+      testing.run(function() assert.equal("v1", ask(port)) end)
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+    end)
+  end)
 end)
+

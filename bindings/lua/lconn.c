@@ -116,6 +116,16 @@ static int lconn_peek(lua_State *L) {
   return cs__conn_read(L, c, &r, opt_timeout(L, 2, c->read_timeout), "peek");
 }
 
+/* conn:_interrupt(): a coroutine waiting to read wakes with nil,
+ * "interrupted"; the connection stays open and nothing is consumed. For
+ * coserve.http's drain: an idle keep-alive wait ends early. */
+static int lconn_interrupt(lua_State *L) {
+  CONN_OPEN(L, c);
+  if (c->reader)
+    cs__abort(c->reader, UV_EINTR);
+  return 0;
+}
+
 /* conn:_consume(n): drops n buffered bytes (at most what is buffered). */
 static int lconn_consume(lua_State *L) {
   CONN_OPEN(L, c);
@@ -267,6 +277,7 @@ static const luaL_Reg conn_methods[] = {
     {"_receivehead", lconn_receivehead},
     {"_peek", lconn_peek},
     {"_consume", lconn_consume},
+    {"_interrupt", lconn_interrupt},
     {"_pool", lconn_pool},
     {NULL, NULL}};
 

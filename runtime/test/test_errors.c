@@ -16,6 +16,7 @@ int main(void) {
   CHECK(strcmp(cs_strerror(UV_ECONNREFUSED), "connection refused") == 0);
   CHECK(strcmp(cs_strerror(UV_EADDRINUSE), "address already in use") == 0);
   CHECK(strcmp(cs_strerror(UV_EAI_NONAME), "host not found") == 0);
+  CHECK(strcmp(cs_strerror(UV_EINTR), "interrupted") == 0);
   CHECK(strcmp(cs_strerror(UV_ENOMEM), uv_strerror(UV_ENOMEM)) == 0);
   return DONE("test_errors");
 }

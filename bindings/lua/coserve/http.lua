@@ -438,6 +438,12 @@ local function serve_connection(app, conn)
     app._idle[conn] = true
     local ok, err = conn:_peek(first and app.header_timeout or app.keepalive_timeout, 0)
     app._idle[conn] = nil
+    if not ok and err == "interrupted" then
+      -- A drain began while this connection was idle. A request its
+      -- client had already sent is still answered (with connection:
+      -- close): closing on it would turn into an error at the client.
+      ok, err = conn:_peek(0.05, 0)
+    end
     if not ok then
       if first and err == "timeout" then refuse(conn, 408) end
       return
@@ -480,7 +486,7 @@ function M.server(opts)
   app._server:handle(function(conn) serve_connection(app, conn) end)
   app._server:onshutdown(function()
     app._draining = true
-    for conn in pairs(app._idle) do conn:close() end
+    for conn in pairs(app._idle) do conn:_interrupt() end
   end)
   return app
 end
