@@ -292,9 +292,125 @@ static int lhttp_date(lua_State *L) {
   return 1;
 }
 
+/* A response head being built in the runtime's head buffer; bounded, and
+ * an overflow is an error. */
+typedef struct {
+  char *data;
+  size_t cap;
+  size_t len;
+  int overflow;
+} head_t;
+
+static void head_add(head_t *h, const char *s, size_t n) {
+  if (h->len + n > h->cap) {
+    h->overflow = 1;
+    return;
+  }
+  memcpy(h->data + h->len, s, n);
+  h->len += n;
+}
+
+/* Appends the lines of the header table at idx: names lowercased, a table
+ * value giving one line per element. Notes date and content-length. */
+static void head_add_table(lua_State *L, int idx, head_t *h, int *has_date, int *has_len) {
+  for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1)) {
+    if (lua_type(L, -2) != LUA_TSTRING)
+      continue;
+    size_t klen;
+    const char *k = lua_tolstring(L, -2, &klen);
+    char name[256];
+    if (klen >= sizeof name)
+      klen = sizeof name - 1;
+    for (size_t i = 0; i < klen; i++)
+      name[i] = (char)(k[i] >= 'A' && k[i] <= 'Z' ? k[i] + 32 : k[i]);
+    if (klen == 4 && memcmp(name, "date", 4) == 0)
+      *has_date = 1;
+    else if (klen == 14 && memcmp(name, "content-length", 14) == 0)
+      *has_len = 1;
+    int list = lua_istable(L, -1);
+    int n = list ? (int)lua_objlen(L, -1) : 1;
+    for (int i = 1; i <= n; i++) {
+      if (list)
+        lua_rawgeti(L, -1, i);
+      else
+        lua_pushvalue(L, -1);
+      size_t vlen;
+      const char *v = lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER
+                          ? lua_tolstring(L, -1, &vlen) : NULL;
+      if (v == NULL) {
+        v = lua_toboolean(L, -1) ? "true" : "false";
+        vlen = strlen(v);
+      }
+      head_add(h, name, klen);
+      head_add(h, ": ", 2);
+      head_add(h, v, vlen);
+      head_add(h, "\r\n", 2);
+      lua_pop(L, 1);
+    }
+  }
+}
+
+/* core.http_head(status_line, status, headers, more_headers, length,
+ *                version10, keep_alive) -> head, chunked, keep_alive
+ * The response head: the status line, both header tables (either may be
+ * nil), date and content-length unless given, transfer-encoding: chunked
+ * for an HTTP/1.1 response of unknown length (length < 0), and the
+ * connection header. An HTTP/1.0 response of unknown length cannot be kept
+ * alive: keep_alive is then ignored. */
+static int lhttp_head_bytes(lua_State *L) {
+  size_t slen;
+  const char *status_line = luaL_checklstring(L, 1, &slen);
+  int status = (int)luaL_checkinteger(L, 2);
+  double length = luaL_checknumber(L, 5);
+  int v10 = lua_toboolean(L, 6);
+  int keep_alive = lua_toboolean(L, 7);
+  cs_runtime_t *rt = cs__runtime_get(L);
+  head_t hb = {rt->head, sizeof rt->head, 0, 0};
+  head_t *h = &hb;
+  head_add(h, status_line, slen);
+  char line[128];
+  int n;
+  int has_date = 0, has_len = 0;
+  for (int i = 3; i <= 4; i++)
+    if (lua_istable(L, i))
+      head_add_table(L, i, h, &has_date, &has_len);
+  if (!has_date) {
+    lhttp_date(L);
+    size_t dlen;
+    const char *d = lua_tolstring(L, -1, &dlen);
+    head_add(h, "date: ", 6);
+    head_add(h, d, dlen);
+    head_add(h, "\r\n", 2);
+    lua_pop(L, 1);
+  }
+  int chunked = 0;
+  if (length >= 0) {
+    if (status != 204 && status != 304 && !has_len) {
+      n = snprintf(line, sizeof line, "content-length: %.0f\r\n", length);
+      head_add(h, line, (size_t)n);
+    }
+  } else if (!v10) {
+    head_add(h, "transfer-encoding: chunked\r\n", 28);
+    chunked = 1;
+  } else {
+    keep_alive = 0;
+  }
+  if (!keep_alive)
+    head_add(h, "connection: close\r\n", 19);
+  else if (v10)
+    head_add(h, "connection: keep-alive\r\n", 24);
+  head_add(h, "\r\n", 2);
+  if (h->overflow)
+    return luaL_error(L, "response head over %d bytes", (int)h->cap);
+  lua_pushlstring(L, h->data, h->len);
+  lua_pushboolean(L, chunked);
+  lua_pushboolean(L, keep_alive);
+  return 3;
+}
+
 static const luaL_Reg http_methods[] = {{"head", lhttp_head}, {"body", lhttp_body}, {NULL, NULL}};
 
-void cs__open_http(lua_State *L) {
+void cs__open_http(lua_State *L, cs_runtime_t *rt) {
   luaL_newmetatable(L, CS_HTTP_MT);
   lua_createtable(L, 0, 2);
   luaL_setfuncs(L, http_methods, 0);
@@ -306,4 +422,7 @@ void cs__open_http(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, "coserve.http_date");
   lua_pushcfunction(L, lhttp_date);
   lua_setfield(L, -2, "http_date");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, lhttp_head_bytes, 1);
+  lua_setfield(L, -2, "http_head");
 }

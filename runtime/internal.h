@@ -125,6 +125,7 @@ struct cs_runtime_s {
   int nlisten_fds;
   char *errmsg;
   char scratch[CS_SCRATCH_SIZE]; /* one read buffer shared by all connections */
+  char head[16384];      /* an HTTP response head being rendered (http.c) */
   int scratch_busy;
   char sentinel;         /* its address marks coserve's own yields */
 };
@@ -369,7 +370,7 @@ void cs__open_task(lua_State *L, cs_runtime_t *rt);
 void cs__open_conn(lua_State *L, cs_runtime_t *rt);
 void cs__open_server(lua_State *L, cs_runtime_t *rt);
 void cs__open_net(lua_State *L, cs_runtime_t *rt);
-void cs__open_http(lua_State *L); /* into the table on top */
+void cs__open_http(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__open_wsutil(lua_State *L); /* into the table on top */
 void cs__sha1(const void *data, size_t len, unsigned char out[20]);
 void cs__preload_lua(lua_State *L);

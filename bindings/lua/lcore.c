@@ -186,7 +186,7 @@ int luaopen_coserve_core(lua_State *L) {
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, core_funcs, 1);
   cs__open_net(L, rt); /* connect, resolve, server: into the table on top */
-  cs__open_http(L);
+  cs__open_http(L, rt);
   cs__open_wsutil(L);
   lua_pushliteral(L, CS_VERSION);
   lua_setfield(L, -2, "version");

@@ -209,43 +209,21 @@ function Response:header(name, value)
   return self
 end
 
--- One header line; a table value gives one line per element.
-local function header_lines(k, v)
-  if type(v) ~= "table" then return k .. ": " .. tostring(v) .. "\r\n" end
-  local out = ""
-  for _, item in ipairs(v) do out = out .. k .. ": " .. tostring(item) .. "\r\n" end
-  return out
-end
+local http_head = core.http_head
 
--- The response head. length: the body's length, or nil to stream it.
-local function head_bytes(res, length)
+-- The response head, rendered in C (a pairs() loop here would keep LuaJIT
+-- from compiling the request path). length: the body's, or nil to stream.
+local function head_bytes(res, length, more_headers)
   local req = res._req
   local code = res._status
-  local head = STATUS_LINE[code] or format("HTTP/1.1 %d %s\r\n", code, STATUS[code] or "Unknown")
-  local has_date, has_length = false, false
-  local h = res._headers
-  if h then
-    for k, v in pairs(h) do
-      head = head .. header_lines(k, v)
-      if k == "date" then has_date = true elseif k == "content-length" then has_length = true end
-    end
-  end
-  if not has_date then head = head .. "date: " .. http_date() .. "\r\n" end
-  if length then
-    if code ~= 204 and code ~= 304 and not has_length then
-      head = head .. "content-length: " .. length .. "\r\n"
-    end
-  elseif req._msg.version == "1.1" then
-    head = head .. "transfer-encoding: chunked\r\n"
-    res._chunked = true
-  else
-    res._keep_alive = false -- an HTTP/1.0 body without length ends at close
-  end
-  if req._app._draining then res._keep_alive = false end
-  if not res._keep_alive then head = head .. "connection: close\r\n"
-  elseif req._msg.version == "1.0" then head = head .. "connection: keep-alive\r\n" end
+  local keep_alive = res._keep_alive and not req._app._draining
+  local head, chunked
+  head, chunked, res._keep_alive = http_head(
+    STATUS_LINE[code] or format("HTTP/1.1 %d %s\r\n", code, STATUS[code] or "Unknown"),
+    code, res._headers, more_headers, length or -1, req._msg.version == "1.0", keep_alive)
+  res._chunked = chunked
   res._started = true
-  return head .. "\r\n"
+  return head
 end
 
 local function send_or_fail(res, data)
@@ -285,21 +263,13 @@ function Response:send(a, b, c)
     self._status = a
     a, b = b, c
   end
-  local body = a
+  local body, more = a, nil
   if type(a) == "table" then
-    local h = self._headers
-    if h then
-      for k, v in pairs(a) do h[lower(k)] = v end
-    else
-      h = {}
-      for k, v in pairs(a) do h[lower(k)] = v end
-      self._headers = h
-    end
-    body = b
+    more, body = a, b
   end
   body = body == nil and "" or tostring(body)
   self._finished = true
-  local head = head_bytes(self, #body)
+  local head = head_bytes(self, #body, more)
   if #body == 0 or self._req._msg.method == "HEAD" then return send_or_fail(self, head) end
   return send_or_fail(self, head .. body)
 end
