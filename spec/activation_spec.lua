@@ -5,15 +5,7 @@ local testing = require "coserve.testing"
 local proc = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
                     .. "support/process.lua")
 
-local function free_port()
-  local port
-  testing.run(function()
-    local s = testing.server(function() end)
-    port = s.port
-    s:shutdown()
-  end)
-  return port
-end
+local free_port = proc.free_port
 
 describe("socket activation", function()
   it("systemd-socket-activate -l 127.0.0.1:PORT coserve app.lua serves on the inherited socket", function()

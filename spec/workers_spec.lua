@@ -18,15 +18,7 @@ local APP = [[
   assert(app:start())
 ]]
 
-local function free_port()
-  local port
-  testing.run(function()
-    local s = testing.server(function() end)
-    port = s.port
-    s:shutdown()
-  end)
-  return port
-end
+local free_port = proc.free_port
 
 local function children(pid)
   local f = io.popen("pgrep -P " .. pid)

@@ -18,6 +18,18 @@ M.BUILD = os.getenv("COSERVE_BUILD") or "build"
 -- The repository root, from where this file is: spec/support/process.lua.
 M.ROOT = (debug.getinfo(1, "S").source:match("^@(.*)/spec/support/[^/]*$")) or "."
 
+-- A TCP port that was free a moment ago, for a child process to bind.
+function M.free_port()
+  local testing = require "coserve.testing"
+  local port
+  testing.run(function()
+    local s = testing.server(function() end)
+    port = s.port
+    s:shutdown()
+  end)
+  return port
+end
+
 -- Single-quotes s for sh.
 function M.quote(s)
   return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
