@@ -28,34 +28,8 @@ local function app_with_routes(opts)
   return app
 end
 
--- Reads one response: status, headers (lowercased), body.
-local function read_response(c, head_only)
-  local status_line, err = c:receive("*l", 2)
-  if not status_line then return nil, err end
-  local status = tonumber(status_line:match("^HTTP/1%.%d (%d+)"))
-  local headers = {}
-  while true do
-    local line = assert(c:receive("*l", 2))
-    if line == "" then break end
-    local k, v = line:match("^([^:]+):%s*(.*)$")
-    headers[k:lower()] = v
-  end
-  local body = ""
-  if head_only then return status, headers, body end
-  if headers["content-length"] then
-    body = assert(c:receive(tonumber(headers["content-length"]), 2))
-  elseif headers["transfer-encoding"] == "chunked" then
-    local parts = {}
-    while true do
-      local size = tonumber(assert(c:receive("*l", 2)), 16)
-      if size == 0 then assert(c:receive("*l", 2)) break end
-      parts[#parts + 1] = assert(c:receive(size, 2))
-      assert(c:receive("*l", 2))
-    end
-    body = table.concat(parts)
-  end
-  return status, headers, body
-end
+local read_response = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+                              .. "support/http_response.lua")
 
 local function get(path, extra)
   return "GET " .. path .. " HTTP/1.1\r\nHost: t\r\n" .. (extra or "") .. "\r\n"
