@@ -98,8 +98,7 @@ static const char *check_msg(int m, int request, int no_body) {
   }
   field(m, "version", LUA_TSTRING);
   field(m, "keep_alive", LUA_TBOOLEAN);
-  field(m, "upgrade", LUA_TBOOLEAN);
-  lua_pop(L, 3);
+  lua_pop(L, 2);
   field(m, "body", LUA_TSTRING);
   const char *body = lua_tostring(L, -1);
   lua_pop(L, 1); /* still referenced by the message table */

@@ -1,18 +1,27 @@
 /* HTTP/1.x message parsing with llhttp.
  *
  * A parser object parses one message at a time. The connection reads the
- * head (everything up to the blank line, bounded by max_header) and hands
- * it over whole; llhttp parses it and pauses at the end of the headers.
- * Body bytes are then fed as they arrive: llhttp removes the chunked
- * framing and pauses at the end of the message, and reports how many bytes
- * it used, so that a pipelined next request stays in the connection's
- * buffer. llhttp's strict mode rejects request smuggling (Content-Length
- * with Transfer-Encoding, conflicting Content-Lengths).
+ * head (everything up to the blank line, bounded by max_header) and the
+ * parser takes it straight from the connection's buffer: the request line
+ * comes back as values, and the head is copied into the parser so that
+ * headers() can turn it into a table later, for the handlers that ask
+ * (most do not). Body bytes are then fed as they arrive: llhttp removes the
+ * chunked framing and pauses at the end of the message, and reports how
+ * many bytes it used, so that a pipelined next request stays in the
+ * connection's buffer. llhttp's strict mode rejects request smuggling
+ * (Content-Length with Transfer-Encoding, conflicting Content-Lengths).
  *
  * Lua surface (internal, used by coserve/http.lua):
  *   core.http_parser("request" | "response") -> parser
- *   parser:head(bytes [, no_body]) -> msg | nil, reason
- *   parser:body(bytes) -> data, used, complete | nil, reason */
+ *   parser:read(conn, max, timeout [, no_body]) -> head values (below)
+ *       | false, reason (not HTTP) | nil, err (the connection's)
+ *   parser:head(bytes [, no_body]) -> msg table | nil, reason
+ *   parser:headers() -> {name, value, ...} of the last head, as sent
+ *   parser:body(bytes) -> data, used, complete | nil, reason
+ *
+ * The head values: method, url (a request) or status, reason (a
+ * response); then version, keep_alive, body = "none" | "length" |
+ * "chunked" | "eof", and length (nil without Content-Length). */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -25,77 +34,108 @@
 #define HTTP_MAX_HEADERS 128
 
 typedef struct {
-  llhttp_t parser;
-  lua_State *L;          /* during a call: where callbacks push */
-  int headers;           /* stack index of the header list */
-  int nheaders;          /* values pushed into it */
-  int value_pending;     /* a field was seen, its value not yet */
-  luaL_Buffer *body;     /* during body(): where on_body appends */
+  size_t off, len;
+} span_t;
+
+typedef struct {
+  llhttp_t parser;       /* its data points back here */
+  char *head;            /* a copy of the last head parsed, from alloc */
+  lua_Alloc alloc;       /* the Lua state's allocator: Lua owns the copy */
+  void *alloc_ud;
+  size_t head_len, head_cap;
+  span_t url, status;    /* in head */
+  int nfields;           /* header fields in head */
+  int name_open, value_open; /* a field's name or value has begun */
   int complete;          /* on_message_complete ran */
   int no_body;           /* the message has no body whatever it says */
-  const char *url;       /* spans in the head being parsed */
-  size_t url_len;
-  const char *status;
-  size_t status_len;
+  luaL_Buffer *body;     /* during body(): where on_body appends */
+  lua_State *L;          /* during headers(): where fields are pushed */
+  int list, nlist;       /* headers(): the list's stack index and length */
 } http_t;
 
-/* ---- llhttp callbacks ---- */
+/* ---- llhttp callbacks ----
+ * A head is parsed twice at most: once when it is read, counting its
+ * fields, and again by headers(), which pushes them (h->L set). */
+
+static void span_add(span_t *s, http_t *h, const char *at, size_t len) {
+  if (s->len == 0)
+    s->off = (size_t)(at - h->head);
+  s->len += len;
+}
 
 static int on_url(llhttp_t *p, const char *at, size_t len) {
-  http_t *h = (http_t *)p;
-  if (h->url == NULL)
-    h->url = at;
-  h->url_len += len;
+  http_t *h = p->data;
+  if (h->L == NULL)
+    span_add(&h->url, h, at, len);
   return 0;
 }
 
 static int on_status(llhttp_t *p, const char *at, size_t len) {
-  http_t *h = (http_t *)p;
-  if (h->status == NULL)
-    h->status = at;
-  h->status_len += len;
+  http_t *h = p->data;
+  if (h->L == NULL)
+    span_add(&h->status, h, at, len);
   return 0;
 }
 
-/* Field names and values are pushed in turn into the list; a span split
- * across calls (it cannot be, for a head parsed whole, but llhttp does not
- * promise it) is concatenated with the previous piece. */
-static int push_span(http_t *h, const char *at, size_t len, int is_value) {
+/* A field's name and value may each come in several spans (llhttp does
+ * not promise one): the *_complete callbacks end them. An empty value has
+ * no span at all. */
+static int on_field_span(http_t *h, const char *at, size_t len, int is_value) {
+  int more = is_value ? h->value_open : h->name_open;
+  if (!more && !is_value && ++h->nfields > HTTP_MAX_HEADERS)
+    return HPE_USER;
+  if (is_value)
+    h->value_open = 1;
+  else
+    h->name_open = 1;
   lua_State *L = h->L;
   if (L == NULL)
-    return 0; /* trailer fields after a chunked body: not kept */
-  if (is_value == h->value_pending) {
-    if (h->nheaders >= 2 * HTTP_MAX_HEADERS)
-      return HPE_USER;
+    return 0;
+  if (!more) {
     lua_pushlstring(L, at, len);
-    lua_rawseti(L, h->headers, ++h->nheaders);
-    h->value_pending = !is_value;
+    lua_rawseti(L, h->list, ++h->nlist);
   } else {
-    lua_rawgeti(L, h->headers, h->nheaders);
+    lua_rawgeti(L, h->list, h->nlist);
     lua_pushlstring(L, at, len);
     lua_concat(L, 2);
-    lua_rawseti(L, h->headers, h->nheaders);
+    lua_rawseti(L, h->list, h->nlist);
   }
   return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  return push_span((http_t *)p, at, len, 0);
+  return on_field_span(p->data, at, len, 0);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  return push_span((http_t *)p, at, len, 1);
+  return on_field_span(p->data, at, len, 1);
+}
+
+static int on_header_field_complete(llhttp_t *p) {
+  http_t *h = p->data;
+  h->name_open = 0;
+  return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  http_t *h = p->data;
+  if (!h->value_open && h->L) {
+    lua_pushliteral(h->L, "");
+    lua_rawseti(h->L, h->list, ++h->nlist);
+  }
+  h->value_open = 0;
+  return 0;
 }
 
 static int on_headers_complete(llhttp_t *p) {
-  http_t *h = (http_t *)p;
+  http_t *h = p->data;
   /* Pausing leaves the body to body(); "no body" (a response to HEAD, say)
    * makes llhttp finish the message right here. */
-  return h->no_body ? 1 : HPE_PAUSED;
+  return h->no_body && h->L == NULL ? 1 : HPE_PAUSED;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
-  http_t *h = (http_t *)p;
+  http_t *h = p->data;
   if (h->body == NULL)
     return HPE_USER;
   luaL_addlstring(h->body, at, len);
@@ -103,7 +143,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
 }
 
 static int on_message_complete(llhttp_t *p) {
-  http_t *h = (http_t *)p;
+  http_t *h = p->data;
   h->complete = 1;
   return HPE_PAUSED;
 }
@@ -113,24 +153,104 @@ static const llhttp_settings_t http_settings = {
     .on_status = on_status,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
 
+static void parser_init(llhttp_t *p, uint8_t type, http_t *h) {
+  llhttp_init(p, type, &http_settings);
+  p->data = h;
+}
+
+/* ---- parsing a head ---- */
+
+/* Copies a whole head (through its blank line) into h and parses it.
+ * Returns NULL, or why it is not a head: llhttp's reason, or one of ours. */
+static const char *parse_head(http_t *h, const char *data, size_t len, int no_body) {
+  if (len > h->head_cap) {
+    size_t cap = h->head_cap ? h->head_cap : 256;
+    while (cap < len)
+      cap *= 2;
+    char *p = h->alloc(h->alloc_ud, h->head, h->head_cap, cap);
+    if (p == NULL)
+      return "out of memory";
+    h->head = p;
+    h->head_cap = cap;
+  }
+  if (len > 0)
+    memcpy(h->head, data, len);
+  h->head_len = len;
+  parser_init(&h->parser, llhttp_get_type(&h->parser), h);
+  h->url.len = h->status.len = 0;
+  h->nfields = 0;
+  h->name_open = h->value_open = 0;
+  h->complete = 0;
+  h->no_body = no_body;
+  const char *head = h->head ? h->head : "";
+  llhttp_errno_t err = llhttp_execute(&h->parser, head, len);
+  if (err == HPE_PAUSED) {
+    /* Paused at the end of the headers: they must end exactly here. */
+    const char *pos = llhttp_get_error_pos(&h->parser);
+    llhttp_resume(&h->parser);
+    return pos == head + len ? NULL : "data after the head";
+  }
+  if (err == HPE_PAUSED_UPGRADE) {
+    llhttp_resume_after_upgrade(&h->parser);
+    return NULL;
+  }
+  if (err == HPE_OK)
+    return h->complete || no_body ? NULL : "incomplete head";
+  if (err == HPE_USER && h->nfields > HTTP_MAX_HEADERS)
+    return "too many headers";
+  const char *reason = llhttp_get_error_reason(&h->parser);
+  return reason ? reason : llhttp_errno_name(err);
+}
+
+static const char *body_kind(http_t *h) {
+  llhttp_t *p = &h->parser;
+  /* After a CONNECT head come a tunnel's bytes, not a body nor another
+   * request: llhttp stops there, and so must the connection's HTTP. */
+  if (h->no_body || h->complete || (p->type == HTTP_REQUEST && p->method == HTTP_CONNECT))
+    return "none";
+  if (p->flags & F_CHUNKED)
+    return "chunked";
+  if (p->flags & F_CONTENT_LENGTH)
+    return p->content_length > 0 ? "length" : "none";
+  return llhttp_message_needs_eof(p) ? "eof" : "none";
+}
+
+/* [-0, +6] The values of the head just parsed (see the top). */
+static int push_head(lua_State *L, http_t *h) {
+  llhttp_t *p = &h->parser;
+  if (p->type == HTTP_REQUEST) {
+    lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method));
+    lua_pushlstring(L, h->head + h->url.off, h->url.len);
+  } else {
+    lua_pushinteger(L, p->status_code);
+    lua_pushlstring(L, h->head + h->status.off, h->status.len);
+  }
+  if (p->http_major == 1 && p->http_minor == 1)
+    lua_pushliteral(L, "1.1");
+  else if (p->http_major == 1 && p->http_minor == 0)
+    lua_pushliteral(L, "1.0");
+  else
+    lua_pushfstring(L, "%d.%d", p->http_major, p->http_minor);
+  int connect = p->type == HTTP_REQUEST && p->method == HTTP_CONNECT;
+  lua_pushboolean(L, !connect && llhttp_should_keep_alive(p));
+  lua_pushstring(L, body_kind(h));
+  if (p->flags & F_CONTENT_LENGTH)
+    lua_pushnumber(L, (double)p->content_length);
+  else
+    lua_pushnil(L);
+  return 6;
+}
+
 /* ---- Lua ---- */
 
 static http_t *http_check(lua_State *L) { return luaL_checkudata(L, 1, CS_HTTP_MT); }
-
-static int http_fail(lua_State *L, http_t *h, llhttp_errno_t err) {
-  lua_pushnil(L);
-  if (err == HPE_USER && h->nheaders >= 2 * HTTP_MAX_HEADERS)
-    lua_pushliteral(L, "too many headers");
-  else
-    lua_pushstring(L, llhttp_get_error_reason(&h->parser) ? llhttp_get_error_reason(&h->parser)
-                                                          : llhttp_errno_name(err));
-  return 2;
-}
 
 /* core.http_parser(kind) -> parser */
 static int lhttp_new(lua_State *L) {
@@ -138,92 +258,98 @@ static int lhttp_new(lua_State *L) {
   int kind = luaL_checkoption(L, 1, NULL, kinds);
   http_t *h = lua_newuserdata(L, sizeof(*h));
   memset(h, 0, sizeof *h);
-  llhttp_init(&h->parser, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE, &http_settings);
+  h->alloc = lua_getallocf(L, &h->alloc_ud);
+  parser_init(&h->parser, kind == 0 ? HTTP_REQUEST : HTTP_RESPONSE, h);
   luaL_getmetatable(L, CS_HTTP_MT);
   lua_setmetatable(L, -2);
   return 1;
 }
 
-static void set_field_string(lua_State *L, const char *k, const char *v, size_t len) {
-  lua_pushlstring(L, v, len);
-  lua_setfield(L, -2, k);
+static int lhttp_gc(lua_State *L) {
+  http_t *h = lua_touserdata(L, 1);
+  if (h->head)
+    h->alloc(h->alloc_ud, h->head, h->head_cap, 0);
+  h->head = NULL;
+  h->head_cap = h->head_len = 0;
+  return 0;
+}
+
+/* The end of a read: the head is in the connection's buffer. */
+static int deliver_head(lua_State *co, void *ud, const char *data, size_t len) {
+  http_t *h = ud;
+  const char *why = parse_head(h, data, len, h->no_body);
+  if (why) {
+    lua_pushboolean(co, 0);
+    lua_pushstring(co, why);
+    return 2;
+  }
+  return push_head(co, h);
+}
+
+/* parser:read(conn, max, timeout [, no_body]): reads a head of at most max
+ * bytes off conn, waiting up to timeout seconds (nil: the connection's
+ * read timeout; < 0: forever), and parses it. "too large" leaves the
+ * connection open, so that the server can answer 431. */
+static int lhttp_read(lua_State *L) {
+  http_t *h = http_check(L);
+  cs_conn_t *c = ((cs_connbox_t *)luaL_checkudata(L, 2, CS_CONN_MT))->c;
+  cs_read_t r = {.kind = CS_READ_UNTIL, .delim = "\r\n\r\n", .delim_len = 4, .inclusive = 1,
+                 .keep_open = 1, .deliver = deliver_head, .ud = h};
+  r.max = (size_t)luaL_checkinteger(L, 3);
+  if (c == NULL)
+    return cs__push_error(L, CS_ECLOSED);
+  double timeout = luaL_optnumber(L, 4, c->read_timeout);
+  h->no_body = lua_toboolean(L, 5);
+  return cs__conn_read(L, c, &r, timeout < 0 ? -1 : timeout, "read");
 }
 
 /* parser:head(bytes [, no_body]) -> msg | nil, reason
- * bytes is a whole head, through its blank line. msg = {method, url,
- * status, reason, version, headers = {name, value, ...} (as sent),
- * keep_alive, upgrade, body = "none" | "length" | "chunked" | "eof",
- * length}. */
+ * As read(), from a string holding a whole head, and as one table: msg =
+ * {method, url | status, reason, version, keep_alive, body, length,
+ * headers = parser:headers()}. */
 static int lhttp_head(lua_State *L) {
+  static const char *const keys[2][6] = {
+      {"method", "url", "version", "keep_alive", "body", "length"},
+      {"status", "reason", "version", "keep_alive", "body", "length"}};
   http_t *h = http_check(L);
   size_t len;
-  const char *head = luaL_checklstring(L, 2, &len);
-  int no_body = lua_toboolean(L, 3);
-  uint8_t type = llhttp_get_type(&h->parser);
-  llhttp_init(&h->parser, type, &http_settings);
+  const char *data = luaL_checklstring(L, 2, &len);
+  const char *why = parse_head(h, data, len, lua_toboolean(L, 3));
+  if (why) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  lua_settop(L, 1);
+  lua_createtable(L, 0, 8);
+  int n = push_head(L, h);
+  const char *const *k = keys[h->parser.type == HTTP_REQUEST ? 0 : 1];
+  for (int i = n - 1; i >= 0; i--)
+    lua_setfield(L, 2, k[i]);
+  lua_getfield(L, 1, "headers");
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  lua_setfield(L, 2, "headers");
+  return 1;
+}
+
+/* parser:headers() -> {name, value, ...}: the fields of the last head, as
+ * sent, in order (repeated names repeat). */
+static int lhttp_headers(lua_State *L) {
+  http_t *h = http_check(L);
+  lua_createtable(L, 2 * h->nfields, 0);
+  if (h->nfields == 0)
+    return 1;
+  llhttp_t p;
+  parser_init(&p, llhttp_get_type(&h->parser), h);
   h->L = L;
-  h->nheaders = 0;
-  h->value_pending = 0;
-  h->complete = 0;
-  h->no_body = no_body;
-  h->body = NULL;
-  h->url = h->status = NULL;
-  h->url_len = h->status_len = 0;
-  lua_settop(L, 3);
-  lua_createtable(L, 16, 0);
-  h->headers = lua_gettop(L);
-  llhttp_errno_t err = llhttp_execute(&h->parser, head, len);
+  h->list = lua_gettop(L);
+  h->nlist = 0;
+  h->nfields = 0;
+  h->name_open = h->value_open = 0;
+  /* The head parsed before: this pass stops at its end. */
+  llhttp_execute(&p, h->head, h->head_len);
   h->L = NULL;
-  if (err == HPE_PAUSED) {
-    /* Paused at the end of the headers: they must end exactly here. */
-    const char *pos = llhttp_get_error_pos(&h->parser);
-    llhttp_resume(&h->parser);
-    if (pos != head + len)
-      return lua_pushnil(L), lua_pushliteral(L, "data after the head"), 2;
-  } else if (err == HPE_PAUSED_UPGRADE) {
-    llhttp_resume_after_upgrade(&h->parser);
-  } else if (err != HPE_OK || !(h->complete || no_body)) {
-    if (err == HPE_OK)
-      return lua_pushnil(L), lua_pushliteral(L, "incomplete head"), 2;
-    return http_fail(L, h, err);
-  }
-  llhttp_t *p = &h->parser;
-  lua_createtable(L, 0, 12);
-  lua_pushvalue(L, h->headers);
-  lua_setfield(L, -2, "headers");
-  if (type == HTTP_REQUEST) {
-    lua_pushstring(L, llhttp_method_name((llhttp_method_t)p->method));
-    lua_setfield(L, -2, "method");
-    set_field_string(L, "url", h->url ? h->url : "", h->url_len);
-  } else {
-    lua_pushinteger(L, p->status_code);
-    lua_setfield(L, -2, "status");
-    set_field_string(L, "reason", h->status ? h->status : "", h->status_len);
-  }
-  lua_pushfstring(L, "%d.%d", p->http_major, p->http_minor);
-  lua_setfield(L, -2, "version");
-  /* After a CONNECT head come a tunnel's bytes, not a body nor another
-   * request: llhttp stops there, and so must the connection's HTTP. */
-  int connect = type == HTTP_REQUEST && p->method == HTTP_CONNECT;
-  lua_pushboolean(L, !connect && llhttp_should_keep_alive(p));
-  lua_setfield(L, -2, "keep_alive");
-  lua_pushboolean(L, p->upgrade);
-  lua_setfield(L, -2, "upgrade");
-  const char *body = "none";
-  if (no_body || h->complete || connect)
-    body = "none";
-  else if (p->flags & F_CHUNKED)
-    body = "chunked";
-  else if (p->flags & F_CONTENT_LENGTH)
-    body = p->content_length > 0 ? "length" : "none";
-  else if (llhttp_message_needs_eof(p))
-    body = "eof";
-  lua_pushstring(L, body);
-  lua_setfield(L, -2, "body");
-  if (p->flags & F_CONTENT_LENGTH) {
-    lua_pushnumber(L, (double)p->content_length);
-    lua_setfield(L, -2, "length");
-  }
   return 1;
 }
 
@@ -257,7 +383,10 @@ static int lhttp_body(lua_State *L) {
     llhttp_resume(&h->parser);
   } else if (err != HPE_OK) {
     luaL_pushresult(&b);
-    return http_fail(L, h, err);
+    lua_pushnil(L);
+    const char *reason = llhttp_get_error_reason(&h->parser);
+    lua_pushstring(L, reason ? reason : llhttp_errno_name(err));
+    return 2;
   }
   luaL_pushresult(&b);
   lua_pushnumber(L, (double)used);
@@ -265,30 +394,28 @@ static int lhttp_body(lua_State *L) {
   return 3;
 }
 
-/* core.http_date() -> the Date header's value for now, formatted at most
- * once a second. (os.time() in Lua would abort LuaJIT's traces.) */
-static int lhttp_date(lua_State *L) {
+/* The Date header's value for now, formatted at most once a second. */
+static const char *http_date(cs_runtime_t *rt, size_t *len) {
   static const char days[] = "SunMonTueWedThuFriSat";
   static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
   time_t now = time(NULL);
-  lua_getfield(L, LUA_REGISTRYINDEX, "coserve.http_date");
-  lua_rawgeti(L, -1, 1);
-  if ((time_t)lua_tonumber(L, -1) == now) {
-    lua_rawgeti(L, -2, 2);
-    return 1;
+  if (now != rt->date_time || rt->date[0] == '\0') {
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    snprintf(rt->date, sizeof rt->date, "%.3s, %02d %.3s %d %02d:%02d:%02d GMT",
+             days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon, tm.tm_year + 1900,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
+    rt->date_time = now;
   }
-  lua_pop(L, 1);
-  struct tm tm;
-  gmtime_r(&now, &tm);
-  char buf[64];
-  snprintf(buf, sizeof buf, "%.3s, %02d %.3s %d %02d:%02d:%02d GMT", days + 3 * tm.tm_wday,
-           tm.tm_mday, months + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-           tm.tm_sec);
-  lua_pushnumber(L, (double)now);
-  lua_rawseti(L, -2, 1);
-  lua_pushstring(L, buf);
-  lua_pushvalue(L, -1);
-  lua_rawseti(L, -3, 2);
+  *len = strlen(rt->date);
+  return rt->date;
+}
+
+/* core.http_date() -> the Date header's value for now. */
+static int lhttp_date(lua_State *L) {
+  size_t len;
+  const char *d = http_date(cs__runtime_get(L), &len);
+  lua_pushlstring(L, d, len);
   return 1;
 }
 
@@ -350,79 +477,113 @@ static void head_add_table(lua_State *L, int idx, head_t *h, int *has_date, int 
   }
 }
 
-/* core.http_head(status_line, status, headers, more_headers, length,
- *                version10, keep_alive) -> head, chunked, keep_alive
- * The response head: the status line, both header tables (either may be
- * nil), date and content-length unless given, transfer-encoding: chunked
- * for an HTTP/1.1 response of unknown length (length < 0), and the
- * connection header. An HTTP/1.0 response of unknown length cannot be kept
- * alive: keep_alive is then ignored. */
-static int lhttp_head_bytes(lua_State *L) {
-  size_t slen;
-  const char *status_line = luaL_checklstring(L, 1, &slen);
+/* Appends n in decimal. */
+static void head_add_uint(head_t *h, uint64_t n) {
+  char digits[24];
+  size_t i = sizeof digits;
+  do {
+    digits[--i] = (char)('0' + n % 10);
+    n /= 10;
+  } while (n > 0);
+  head_add(h, digits + i, sizeof digits - i);
+}
+
+/* core.http_respond(conn, status, reason, headers, more, length, connection
+ *                   [, body]) -> bytes | nil, err
+ * Sends a response head, and the body if given, in one write. The head:
+ * the status line, both header tables (either may be nil), date unless
+ * given, then by length: >= 0 content-length (unless given, or for 1xx,
+ * 204 and 304), -1 transfer-encoding: chunked, -2 neither; and connection
+ * 1: close, 2: keep-alive (HTTP/1.0), 0: no such line. The head is built
+ * in the runtime's buffer, and a small body joins it there; like
+ * conn:send, this parks until the kernel has every byte. */
+static int lhttp_respond(lua_State *L) {
+  cs_conn_t *c = ((cs_connbox_t *)luaL_checkudata(L, 1, CS_CONN_MT))->c;
   int status = (int)luaL_checkinteger(L, 2);
-  double length = luaL_checknumber(L, 5);
-  int v10 = lua_toboolean(L, 6);
-  int keep_alive = lua_toboolean(L, 7);
+  size_t rlen;
+  const char *reason = luaL_checklstring(L, 3, &rlen);
+  double length = luaL_checknumber(L, 6);
+  int connection = (int)luaL_checkinteger(L, 7);
+  size_t blen = 0;
+  const char *body = lua_isnoneornil(L, 8) ? NULL : luaL_checklstring(L, 8, &blen);
+  if (c == NULL)
+    return cs__push_error(L, CS_ECLOSED);
   cs_runtime_t *rt = cs__runtime_get(L);
   head_t hb = {rt->head, sizeof rt->head, 0, 0};
   head_t *h = &hb;
-  head_add(h, status_line, slen);
-  char line[128];
-  int n;
+  if (status < 100 || status > 999)
+    return luaL_argerror(L, 2, "status out of range (100-999)");
+  char line[16] = "HTTP/1.1 ";
+  line[9] = (char)('0' + status / 100);
+  line[10] = (char)('0' + status / 10 % 10);
+  line[11] = (char)('0' + status % 10);
+  line[12] = ' ';
+  head_add(h, line, 13);
+  head_add(h, reason, rlen);
+  head_add(h, "\r\n", 2);
   int has_date = 0, has_len = 0;
-  for (int i = 3; i <= 4; i++)
+  for (int i = 4; i <= 5; i++)
     if (lua_istable(L, i))
       head_add_table(L, i, h, &has_date, &has_len);
   if (!has_date) {
-    lhttp_date(L);
     size_t dlen;
-    const char *d = lua_tolstring(L, -1, &dlen);
+    const char *d = http_date(rt, &dlen);
     head_add(h, "date: ", 6);
     head_add(h, d, dlen);
     head_add(h, "\r\n", 2);
-    lua_pop(L, 1);
   }
-  int chunked = 0;
   if (length >= 0) {
-    if (status != 204 && status != 304 && !has_len) {
-      n = snprintf(line, sizeof line, "content-length: %.0f\r\n", length);
-      head_add(h, line, (size_t)n);
+    if (!has_len && status >= 200 && status != 204 && status != 304) {
+      head_add(h, "content-length: ", 16);
+      head_add_uint(h, (uint64_t)length);
+      head_add(h, "\r\n", 2);
     }
-  } else if (!v10) {
+  } else if (length == -1) {
     head_add(h, "transfer-encoding: chunked\r\n", 28);
-    chunked = 1;
-  } else {
-    keep_alive = 0;
   }
-  if (!keep_alive)
+  if (connection == 1)
     head_add(h, "connection: close\r\n", 19);
-  else if (v10)
+  else if (connection == 2)
     head_add(h, "connection: keep-alive\r\n", 24);
   head_add(h, "\r\n", 2);
   if (h->overflow)
     return luaL_error(L, "response head over %d bytes", (int)h->cap);
+  if (body == NULL || blen == 0)
+    return cs__conn_write_bytes(L, c, h->data, h->len, "respond");
+  if (blen <= h->cap - h->len) {
+    head_add(h, body, blen);
+    return cs__conn_write_bytes(L, c, h->data, h->len, "respond");
+  }
+  /* A large body is written from its own string, after the head. */
+  lua_createtable(L, 2, 0);
   lua_pushlstring(L, h->data, h->len);
-  lua_pushboolean(L, chunked);
-  lua_pushboolean(L, keep_alive);
-  return 3;
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, 8);
+  lua_rawseti(L, -2, 2);
+  return cs__conn_write(L, c, lua_gettop(L), "respond");
 }
 
-static const luaL_Reg http_methods[] = {{"head", lhttp_head}, {"body", lhttp_body}, {NULL, NULL}};
+static const luaL_Reg http_methods[] = {{"read", lhttp_read},
+                                        {"head", lhttp_head},
+                                        {"headers", lhttp_headers},
+                                        {"body", lhttp_body},
+                                        {NULL, NULL}};
 
 void cs__open_http(lua_State *L, cs_runtime_t *rt) {
   luaL_newmetatable(L, CS_HTTP_MT);
-  lua_createtable(L, 0, 2);
-  luaL_setfuncs(L, http_methods, 0);
+  lua_createtable(L, 0, 4);
+  lua_pushlightuserdata(L, rt);
+  luaL_setfuncs(L, http_methods, 1);
   lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, lhttp_gc);
+  lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   lua_pushcfunction(L, lhttp_new);
   lua_setfield(L, -2, "http_parser");
-  lua_createtable(L, 2, 0);
-  lua_setfield(L, LUA_REGISTRYINDEX, "coserve.http_date");
-  lua_pushcfunction(L, lhttp_date);
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, lhttp_date, 1);
   lua_setfield(L, -2, "http_date");
   lua_pushlightuserdata(L, rt);
-  lua_pushcclosure(L, lhttp_head_bytes, 1);
-  lua_setfield(L, -2, "http_head");
+  lua_pushcclosure(L, lhttp_respond, 1);
+  lua_setfield(L, -2, "http_respond");
 }

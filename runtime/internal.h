@@ -82,6 +82,11 @@ typedef struct {
   const cs_framing_t *framing;
   unsigned peek : 1;    /* hand the match out but leave it buffered */
   unsigned keep_open : 1; /* "too large" leaves the connection open (HTTP 431) */
+  /* When set, the match is handed to deliver instead of being pushed as a
+   * string: it pushes the read's results onto co and returns their count
+   * (at least 1). The data is only valid during the call. */
+  int (*deliver)(lua_State *co, void *ud, const char *data, size_t len);
+  void *ud;             /* deliver's; kept alive by the caller while parked */
 } cs_read_t;
 
 /* Finds a complete match in data[0, len). Returns 1 and sets *take (bytes
@@ -126,6 +131,8 @@ struct cs_runtime_s {
   char *errmsg;
   char scratch[CS_SCRATCH_SIZE]; /* one read buffer shared by all connections */
   char head[16384];      /* an HTTP response head being rendered (http.c) */
+  char date[64];         /* the HTTP Date header's value ... */
+  int64_t date_time;     /* ... for this second (time()) */
   int scratch_busy;
   char sentinel;         /* its address marks coserve's own yields */
 };
@@ -297,6 +304,10 @@ void cs__conn_close(cs_conn_t *c, int err);
 int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout,
                   const char *fname);
 int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname);
+/* As cs__conn_write, for bytes only valid during the call (a buffer of the
+ * runtime's): what the kernel does not take at once is copied. */
+int cs__conn_write_bytes(lua_State *L, cs_conn_t *c, const char *data, size_t len,
+                         const char *fname);
 int cs__conn_pool(cs_conn_t *c, int on);
 int cs__conn_connect(lua_State *L, cs_conn_t *c, const struct sockaddr *addr,
                      const char *path, double timeout);

@@ -117,10 +117,14 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
   size_t take = 0, skip = 0;
   int r = cs__match(&c->rreq, cs__buf_data(b), b->len, c->eof, &take, &skip);
   if (r == 1) {
-    lua_pushlstring(co, cs__buf_data(b), take);
+    int n = 1;
+    if (c->rreq.deliver)
+      n = c->rreq.deliver(co, c->rreq.ud, cs__buf_data(b), take);
+    else
+      lua_pushlstring(co, cs__buf_data(b), take);
     if (!c->rreq.peek)
       cs__buf_consume(b, skip);
-    return 1;
+    return n;
   }
   if (r < 0) {
     /* Too large: the stream cannot be resynchronised, so it is dropped,
@@ -334,6 +338,46 @@ static int iov_add(lua_State *L, int idx, uv_buf_t *iov, size_t *total) {
   return 1;
 }
 
+/* Hands iov to the kernel without waiting. Returns how many of its total
+ * bytes it took (all of them: the write is done), or an error. */
+static int conn_try_write(cs_conn_t *c, const uv_buf_t *iov, int cnt, size_t total) {
+  int n = uv_try_write(&c->u.stream, iov, (unsigned)cnt);
+  if (n == UV_EAGAIN || n == UV_ENOSYS)
+    n = 0;
+  if (n < 0)
+    return n;
+  if (c->server)
+    c->server->stats.bytes_out += (double)total;
+  if ((size_t)n == total)
+    c->last_io = uv_now(&c->rt->loop);
+  return n;
+}
+
+/* [-1, +0|1|2] Writes the rest of iov, past the first `done` bytes, and
+ * parks t until it is written; the value on top of L, which holds those
+ * bytes, is anchored meanwhile. */
+static int conn_write_rest(lua_State *L, cs_conn_t *c, cs_task_t *t, uv_buf_t *iov, int cnt,
+                           size_t done, size_t total) {
+  int k = 0;
+  while (done >= iov[k].len) {
+    done -= iov[k].len;
+    k++;
+  }
+  iov[k].base += done;
+  iov[k].len -= done;
+  c->wref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->wreq.data = c;
+  int rc = uv_write(&c->wreq, &c->u.stream, iov + k, (unsigned)(cnt - k), conn_write_cb);
+  if (rc < 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, c->wref);
+    c->wref = LUA_NOREF;
+    return cs__push_error(L, rc);
+  }
+  c->writer = t;
+  c->wtotal = total;
+  return cs__park(L, t, &c->wwait, c->send_timeout);
+}
+
 int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
   cs_task_t *t = cs__task_current(L, fname);
   if (c->writer)
@@ -362,27 +406,14 @@ int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
     lua_pushnumber(L, 0);
     return 1;
   }
-  int n = uv_try_write(&c->u.stream, iov, (unsigned)cnt);
-  if (n == UV_EAGAIN || n == UV_ENOSYS)
-    n = 0;
+  int n = conn_try_write(c, iov, cnt, total);
   if (n < 0)
     return cs__push_error(L, n);
-  if (c->server)
-    c->server->stats.bytes_out += (double)total;
   if ((size_t)n == total) {
-    c->last_io = uv_now(&c->rt->loop);
     lua_pushnumber(L, (double)total);
     return 1;
   }
-  /* The kernel is full: skip what it took, anchor the rest and park. */
-  size_t skip = (size_t)n;
-  int k = 0;
-  while (skip >= iov[k].len) {
-    skip -= iov[k].len;
-    k++;
-  }
-  iov[k].base += skip;
-  iov[k].len -= skip;
+  /* The kernel is full. A table is copied: the caller may change it. */
   if (lua_type(L, idx) == LUA_TTABLE) {
     lua_createtable(L, cnt, 0);
     for (int i = 1; i <= cnt; i++) {
@@ -392,17 +423,26 @@ int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
   } else {
     lua_pushvalue(L, idx);
   }
-  c->wref = luaL_ref(L, LUA_REGISTRYINDEX);
-  c->wreq.data = c;
-  int rc = uv_write(&c->wreq, &c->u.stream, iov + k, (unsigned)(cnt - k), conn_write_cb);
-  if (rc < 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, c->wref);
-    c->wref = LUA_NOREF;
-    return cs__push_error(L, rc);
+  return conn_write_rest(L, c, t, iov, cnt, (size_t)n, total);
+}
+
+int cs__conn_write_bytes(lua_State *L, cs_conn_t *c, const char *data, size_t len,
+                         const char *fname) {
+  cs_task_t *t = cs__task_current(L, fname);
+  if (c->writer)
+    return cs__push_error(L, CS_EBUSY);
+  uv_buf_t iov = uv_buf_init((char *)data, (unsigned)len);
+  int n = conn_try_write(c, &iov, 1, len);
+  if (n < 0)
+    return cs__push_error(L, n);
+  if ((size_t)n == len) {
+    lua_pushnumber(L, (double)len);
+    return 1;
   }
-  c->writer = t;
-  c->wtotal = total;
-  return cs__park(L, t, &c->wwait, c->send_timeout);
+  /* The kernel is full: the rest moves into a string of its own. */
+  lua_pushlstring(L, data + n, len - (size_t)n);
+  iov = uv_buf_init((char *)lua_tostring(L, -1), (unsigned)(len - (size_t)n));
+  return conn_write_rest(L, c, t, &iov, 1, 0, len);
 }
 
 /* ---- connecting ---- */

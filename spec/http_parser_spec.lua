@@ -16,6 +16,37 @@ describe("http parser", function()
     assert.same({ "Host", "x", "X-A", "1", "X-A", "2" }, m.headers)
   end)
 
+  it("keeps empty header values as empty strings", function()
+    local m = assert(request("GET / HTTP/1.1\r\nX-A:\r\nX-B: 1\r\nX-C: \r\n\r\n"))
+    assert.same({ "X-A", "", "X-B", "1", "X-C", "" }, m.headers)
+  end)
+
+  it("reads a head off a connection: values, then headers() on demand", function()
+    local coserve = require "coserve"
+    require("coserve.testing").run(function()
+      local srv = coserve.server{ host = "127.0.0.1", port = 0 }
+      local got = {}
+      srv:handle(function(conn)
+        local p = core.http_parser("request")
+        got[#got + 1] = { p:read(conn, 1024, 5) }
+        got.headers = p:headers()
+        got[#got + 1] = { p:read(conn, 1024, 5) }
+        got[#got + 1] = { p:read(conn, 20, 5) }
+        srv:shutdown()
+      end)
+      local server = coserve.spawn(function() return srv:start() end)
+      local c = assert(coserve.connect("127.0.0.1", srv.port))
+      c:send("PUT /x?y HTTP/1.0\r\nContent-Length: 4\r\nA: b\r\n\r\n" ..
+             "\1garbage\r\n\r\nGET /" .. ("x"):rep(30))
+      assert(server:join())
+      c:close()
+      assert.same({ "PUT", "/x?y", "1.0", false, "length", 4 }, got[1])
+      assert.same({ "Content-Length", "4", "A", "b" }, got.headers)
+      assert.same({ false, "Invalid method encountered" }, got[2])
+      assert.same({ nil, "too large" }, got[3])
+    end)
+  end)
+
   it("knows HTTP/1.0 and Connection: close are not keep-alive", function()
     assert.is_false(request("GET / HTTP/1.0\r\n\r\n").keep_alive)
     assert.is_false(request("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive)

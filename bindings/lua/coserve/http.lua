@@ -14,9 +14,20 @@ local coserve = require "coserve"
 local core = require "coserve.core"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
-local setmetatable, error, xpcall, select = setmetatable, error, xpcall, select
-local lower, format, concat = string.lower, string.format, table.concat
+local setmetatable, rawset, error, xpcall = setmetatable, rawset, error, xpcall
+local lower, format, find, sub, concat = string.lower, string.format, string.find, string.sub,
+  table.concat
 local traceback = debug.traceback
+
+-- The connection and parser methods the request path calls, as locals:
+-- a method call on a connection goes through its __index function.
+local conn_methods = core.conn_methods
+local peek, consume, send = conn_methods._peek, conn_methods._consume, conn_methods.send
+local new_parser = core.http_parser
+local parser_methods = getmetatable(new_parser("request")).__index
+local read_head, read_body, head_fields = parser_methods.read, parser_methods.body,
+  parser_methods.headers
+local http_respond = core.http_respond
 
 local M = {}
 
@@ -36,14 +47,6 @@ local STATUS = {
   [503] = "Service Unavailable", [504] = "Gateway Timeout",
 }
 M.STATUS = STATUS
-
--- The Date header's value, formatted once a second (in C: os.time would
--- stop LuaJIT from compiling the request path).
-local http_date = core.http_date
-
--- "HTTP/1.1 200 OK\r\n" for each known status, built once.
-local STATUS_LINE = {}
-for code, text in pairs(STATUS) do STATUS_LINE[code] = format("HTTP/1.1 %d %s\r\n", code, text) end
 
 ---------------------------------------------------------------- headers
 
@@ -100,8 +103,70 @@ local function compile_route(path)
   return pattern, names
 end
 
+---------------------------------------------------------------- bodies
+
+-- A message body being read (a request's, or a client's response's):
+-- conn, parser, kind ("length", "chunked" or "eof"), received, max,
+-- timeout, done, err ("too large", "bad", or the read's error) and expect
+-- (a 100 Continue is owed before the first read).
+local function body_state(conn, parser, kind, max, timeout, expect)
+  return { conn = conn, parser = parser, kind = kind, received = 0, max = max,
+           timeout = timeout, done = false, err = false, expect = expect }
+end
+
+-- Reads the next piece of the body from the connection: the parser takes
+-- only the bytes of this message, so a pipelined request stays buffered.
+-- Returns the piece, nil at the end, or nil, err.
+local function read_body_piece(b)
+  if b.done then return nil end
+  local conn = b.conn
+  if b.expect then
+    b.expect = false
+    if not send(conn, "HTTP/1.1 100 Continue\r\n\r\n") then return nil, "closed" end
+  end
+  while true do
+    local bytes, err = peek(conn, b.timeout)
+    if not bytes then
+      if err == "closed" and b.kind == "eof" then bytes = "" else
+        -- The body stopped short: where the next request would start is
+        -- unknown, so the connection cannot serve another one.
+        b.done, b.err = true, err
+        return nil, err
+      end
+    end
+    local data, used, complete = read_body(b.parser, bytes)
+    if not data then
+      b.done, b.err = true, "bad"
+      return nil, used
+    end
+    consume(conn, used)
+    b.received = b.received + #data
+    if b.received > b.max then
+      b.done, b.err = true, "too large"
+      return nil, "too large"
+    end
+    if complete then b.done = true end
+    if #data > 0 or complete then return data end
+  end
+end
+
+local function read_whole_body(b)
+  local parts = {}
+  while true do
+    local piece, err = read_body_piece(b)
+    if not piece then
+      if err then return nil, err end
+      return concat(parts)
+    end
+    parts[#parts + 1] = piece
+  end
+end
+
 ---------------------------------------------------------------- request
 
+-- A request: method, path, url, version, params, conn, and _parser (false
+-- once the request is over: the parser holds the next head then) and _in
+-- (the body's state; false when there is no body).
 local Request = {}
 
 -- req.headers and req.query are built on first use: most handlers read
@@ -111,9 +176,11 @@ local request_mt = {
     local v = Request[k]
     if v ~= nil then return v end
     if k == "headers" then
-      v = make_headers(req._msg.headers)
+      if not req._parser then error("req.headers read after the request was handled", 2) end
+      v = make_headers(head_fields(req._parser))
     elseif k == "query" then
-      v = parse_query(req._query)
+      local q = find(req.url, "?", 1, true)
+      v = parse_query(q and sub(req.url, q + 1):match("^[^#]*"))
     else
       return nil
     end
@@ -122,73 +189,33 @@ local request_mt = {
   end,
 }
 
--- Reads the next piece of the body from the connection: the parser takes
--- only the bytes of this message, so a pipelined request stays buffered.
--- The message `m` (a request or a client's response) holds _conn, _parser,
--- _msg, _received, _done, _max and _timeout.
-local function read_body_piece(req)
-  if req._done then return nil end
-  local conn = req._conn
-  if req._expect_continue then
-    req._expect_continue = false
-    if not conn:send("HTTP/1.1 100 Continue\r\n\r\n") then return nil, "closed" end
-  end
-  while true do
-    local bytes, err = conn:_peek(req._timeout)
-    if not bytes then
-      if err == "closed" and req._msg.body == "eof" then bytes = "" else
-        -- The body stopped short: where the next request would start is
-        -- unknown, so the connection cannot serve another one.
-        req._done, req._broken = true, err
-        return nil, err
-      end
-    end
-    local data, used, complete = req._parser:body(bytes)
-    if not data then
-      req._done, req._bad = true, true
-      return nil, used
-    end
-    conn:_consume(used)
-    req._received = req._received + #data
-    if req._received > req._max then
-      req._done, req._too_large = true, true
-      return nil, "too large"
-    end
-    if complete then req._done = true end
-    if #data > 0 or complete then return data end
-  end
-end
-
 -- req:reader() -> an iterator over the body's pieces; nil at the end.
 -- On an error it returns nil, err.
 function Request:reader()
-  return function() return read_body_piece(self) end
-end
-
-local function read_whole_body(m)
-  local parts = {}
-  while true do
-    local piece, err = read_body_piece(m)
-    if not piece then
-      if err then return nil, err end
-      return concat(parts)
-    end
-    parts[#parts + 1] = piece
+  local b = self._in
+  return function()
+    if b then return read_body_piece(b) end
   end
 end
 
 -- req:body() -> the whole body (at most max_body bytes) | nil, err
 function Request:body()
-  if not self._body then
-    local body, err = read_whole_body(self)
+  local b = self._in
+  if not b then return "" end
+  if not b.whole then
+    local body, err = read_whole_body(b)
     if not body then return nil, err end
-    self._body = body
+    b.whole = body
   end
-  return self._body
+  return b.whole
 end
 
 ---------------------------------------------------------------- response
 
+-- A response: _conn, _req, _app, _status, _keep_alive, _headers (false
+-- until res:header), _chunked, and _sent: false, then "head" once the
+-- head went out, "all" once the response is complete, "hijacked" when a
+-- WebSocket took the connection over.
 local Response = {}
 Response.__index = Response
 
@@ -209,27 +236,22 @@ function Response:header(name, value)
   return self
 end
 
-local http_head = core.http_head
-
--- The response head, rendered in C (a pairs() loop here would keep LuaJIT
--- from compiling the request path). length: the body's, or nil to stream.
-local function head_bytes(res, length, more_headers)
-  local req = res._req
+-- Sends the head (rendered in C: a pairs() loop here would keep LuaJIT
+-- from compiling the request path) and, if given, the body with it.
+-- length: the body's; -1 to stream it chunked; -2 when a content-length
+-- header is set. last: nothing follows.
+local function respond(res, length, more, body, last)
+  local version = res._req.version
+  local keep_alive = res._keep_alive and not res._app._draining
+  if length == -1 and version == "1.0" then
+    length, keep_alive = -2, false -- the close ends the body
+  end
+  res._keep_alive, res._chunked, res._sent = keep_alive, length == -1, last and "all" or "head"
   local code = res._status
-  local keep_alive = res._keep_alive and not req._app._draining
-  local head, chunked
-  head, chunked, res._keep_alive = http_head(
-    STATUS_LINE[code] or format("HTTP/1.1 %d %s\r\n", code, STATUS[code] or "Unknown"),
-    code, res._headers, more_headers, length or -1, req._msg.version == "1.0", keep_alive)
-  res._chunked = chunked
-  res._started = true
-  return head
-end
-
-local function send_or_fail(res, data)
-  local n, err = res._conn:send(data)
+  local n, err = http_respond(res._conn, code, STATUS[code] or "Unknown", res._headers, more,
+    length, not keep_alive and 1 or version == "1.0" and 2 or 0, body)
   if not n then
-    res._failed = true
+    res._keep_alive = false
     return nil, err
   end
   return true
@@ -239,26 +261,34 @@ end
 -- when no content-length header was set. Returns true | nil, err.
 function Response:write(chunk)
   chunk = tostring(chunk)
-  if self._finished then return nil, "response already sent" end
-  local out = {}
-  if not self._started then
-    out[1] = head_bytes(self, self._headers and self._headers["content-length"] and true or nil)
+  local sent = self._sent
+  if sent == "all" or sent == "hijacked" then return nil, "response already sent" end
+  local head = self._req.method == "HEAD"
+  if not sent then
+    local length = self._headers and self._headers["content-length"] and -2 or -1
+    if head or #chunk == 0 then return respond(self, length) end
+    if length == -1 and self._req.version ~= "1.0" then
+      chunk = format("%x\r\n", #chunk) .. chunk .. "\r\n"
+    end
+    return respond(self, length, nil, chunk)
   end
-  if self._req._msg.method == "HEAD" or #chunk == 0 then
-    if #out == 0 then return true end
-  elseif self._chunked then
-    out[#out + 1] = format("%x\r\n", #chunk)
-    out[#out + 1] = chunk
-    out[#out + 1] = "\r\n"
+  if head or #chunk == 0 then return true end
+  local n, err
+  if self._chunked then
+    n, err = send(self._conn, { format("%x\r\n", #chunk), chunk, "\r\n" })
   else
-    out[#out + 1] = chunk
+    n, err = send(self._conn, chunk)
   end
-  return send_or_fail(self, out)
+  if not n then
+    self._keep_alive = false
+    return nil, err
+  end
+  return true
 end
 
 -- res:send([status,] [headers,] [body]): the whole response at once.
 function Response:send(a, b, c)
-  if self._finished or self._started then return nil, "response already sent" end
+  if self._sent then return nil, "response already sent" end
   if type(a) == "number" then
     self._status = a
     a, b = b, c
@@ -267,21 +297,19 @@ function Response:send(a, b, c)
   if type(a) == "table" then
     more, body = a, b
   end
-  body = body == nil and "" or tostring(body)
-  self._finished = true
-  local head = head_bytes(self, #body, more)
-  if #body == 0 or self._req._msg.method == "HEAD" then return send_or_fail(self, head) end
-  return send_or_fail(self, head .. body)
+  if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
+  return respond(self, #body, more, self._req.method ~= "HEAD" and body or nil, true)
 end
 
+-- Completes the response the handler left unfinished.
 local function finish(res)
-  if res._finished then return end
-  res._finished = true
-  if not res._started then
-    return send_or_fail(res, head_bytes(res, 0))
-  end
-  if res._chunked and res._req._msg.method ~= "HEAD" then
-    return send_or_fail(res, "0\r\n\r\n")
+  local sent = res._sent
+  if not sent then return respond(res, 0, nil, nil, true) end
+  if sent == "head" then
+    res._sent = "all"
+    if res._chunked and res._req.method ~= "HEAD" and not send(res._conn, "0\r\n\r\n") then
+      res._keep_alive = false
+    end
   end
 end
 
@@ -295,15 +323,16 @@ local DEFAULTS = {
   header_timeout = 10, keepalive_timeout = 75, read_timeout = 60,
 }
 
+local PLAIN = { ["content-type"] = "text/plain" }
+
 -- Answers with a status and closes: for requests we could not parse.
 local function refuse(conn, code)
   local body = STATUS[code] .. "\n"
-  conn:send(format("HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n" ..
-    "date: %s\r\nconnection: close\r\n\r\n%s", code, STATUS[code], #body, http_date(), body))
+  http_respond(conn, code, STATUS[code], PLAIN, nil, #body, 1, body)
 end
 
 local function plain(res, code)
-  res:send(code, { ["content-type"] = "text/plain" }, STATUS[code] .. "\n")
+  res:send(code, PLAIN, STATUS[code] .. "\n")
 end
 
 local NO_PARAMS = setmetatable({}, { __newindex = function() error("params are read-only") end })
@@ -339,29 +368,10 @@ local function find_route(app, method, path)
   return nil, allowed
 end
 
-local function handle_request(app, conn, parser, msg)
-  local url = msg.url
-  local q = url:find("?", 1, true)
-  local path = q and url:sub(1, q - 1) or url
-  local req = setmetatable({
-    method = msg.method, path = path, url = url, version = msg.version, params = NO_PARAMS,
-    conn = conn, _query = q and url:sub(q + 1):match("^[^#]*") or nil,
-    _conn = conn, _app = app, _parser = parser, _msg = msg, _received = 0,
-    _done = msg.body == "none", _max = app.max_body, _timeout = app.read_timeout,
-  }, request_mt)
-  local res = setmetatable({
-    _conn = conn, _req = req, _status = 200,
-    _keep_alive = msg.keep_alive and not app._draining,
-  }, Response)
-  req._expect_continue = msg.body ~= "none" and msg.version == "1.1"
-    and lower(req.headers.expect or "") == "100-continue"
-
-  if msg.length and msg.length > app.max_body then
-    res._keep_alive = false
-    plain(res, 413)
-    return false
-  end
-  local handler, params = find_route(app, msg.method, path)
+-- Serves one request whose head was just read; returns whether the
+-- connection can go on to the next one.
+local function handle_request(app, req, res)
+  local handler, params = find_route(app, req.method, req.path)
   if not handler then
     if params then
       res:header("allow", concat(params, ", "))
@@ -374,45 +384,47 @@ local function handle_request(app, conn, parser, msg)
     local ok, err = xpcall(handler, traceback, req, res)
     if not ok then
       coserve.log("error", "http handler failed: " .. tostring(err))
-      if res._started then
+      if res._sent then
         return false -- the response is cut: the client sees the close
       end
       res._keep_alive = false
-      res._headers = nil
+      res._headers = false
       plain(res, 500)
     end
   end
   -- A body the handler could not read is answered for it, unless it did.
-  if (req._too_large or req._bad or req._broken) and not res._started then
+  local b = req._in
+  if b and b.err and not res._sent then
     res._keep_alive = false
-    if req._broken ~= "closed" then
-      plain(res, req._too_large and 413 or req._bad and 400 or 408)
+    if b.err ~= "closed" then
+      plain(res, b.err == "too large" and 413 or b.err == "bad" and 400 or 408)
     end
   end
-  if res._hijacked then return false end -- the connection is the handler's now
+  if res._sent == "hijacked" then return false end -- the connection is the handler's now
   finish(res)
-  if res._failed or not res._keep_alive or app._draining then return false end
+  if not res._keep_alive or app._draining then return false end
+  if not b then return true end
   -- Whatever of the body the handler did not read is read and dropped, so
   -- that the next request starts where it should.
-  while not req._done do
-    if not read_body_piece(req) and not req._done then return false end
+  while not b.done do
+    if not read_body_piece(b) and not b.done then return false end
   end
-  return not (req._bad or req._too_large or req._broken)
+  return not b.err
 end
 
 local function serve_connection(app, conn)
-  local parser = core.http_parser("request")
+  local parser = new_parser("request")
   local first = true
   while true do
     -- Between requests a connection is idle: a shutdown closes it at once.
     app._idle[conn] = true
-    local ok, err = conn:_peek(first and app.header_timeout or app.keepalive_timeout, 0)
+    local ok, err = peek(conn, first and app.header_timeout or app.keepalive_timeout, 0)
     app._idle[conn] = nil
     if not ok and err == "interrupted" then
       -- A drain began while this connection was idle. A request its
       -- client had already sent is still answered (with connection:
       -- close): closing on it would turn into an error at the client.
-      ok, err = conn:_peek(0.05, 0)
+      ok, err = peek(conn, 0.05, 0)
     end
     if not ok then
       if first and err == "timeout" then refuse(conn, 408) end
@@ -420,20 +432,37 @@ local function serve_connection(app, conn)
     end
     -- The head must be complete header_timeout after its first byte
     -- arrived (the slowloris defence).
-    local head
-    head, err = conn:_receivehead(app.max_header, app.header_timeout)
-    if not head then
-      if err == "too large" then refuse(conn, 431)
-      elseif err == "timeout" then refuse(conn, 408) end
+    local method, url, version, keep_alive, body, length =
+      read_head(parser, conn, app.max_header, app.header_timeout)
+    if not method then
+      if method == false then refuse(conn, url == "too many headers" and 431 or 400)
+      elseif url == "too large" then refuse(conn, 431)
+      elseif url == "timeout" then refuse(conn, 408) end
       return
     end
-    local msg
-    msg, err = parser:head(head)
-    if not msg then
-      refuse(conn, err == "too many headers" and 431 or 400)
-      return
+    local q = find(url, "?", 1, true)
+    local req = setmetatable({
+      method = method, path = q and sub(url, 1, q - 1) or url, url = url, version = version,
+      params = NO_PARAMS, conn = conn, _parser = parser, _in = false,
+    }, request_mt)
+    local res = setmetatable({
+      _conn = conn, _req = req, _app = app, _status = 200,
+      _keep_alive = keep_alive and not app._draining, _headers = false, _chunked = false,
+      _sent = false,
+    }, Response)
+    local again
+    if length and length > app.max_body then
+      res._keep_alive = false
+      plain(res, 413)
+    else
+      if body ~= "none" then
+        req._in = body_state(conn, parser, body, app.max_body, app.read_timeout,
+          version == "1.1" and lower(req.headers.expect or "") == "100-continue")
+      end
+      again = handle_request(app, req, res)
     end
-    if not handle_request(app, conn, parser, msg) then return end
+    req._parser = false
+    if not again then return end
     first = false
   end
 end
@@ -493,7 +522,7 @@ function App:websocket(path, fn, opts)
     if h["sec-websocket-version"] ~= "13" then
       return res:send(426, { ["sec-websocket-version"] = "13" }, "")
     end
-    res._hijacked = true
+    res._sent = "hijacked"
     local conn = req.conn
     local ok = conn:send("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n" ..
       "connection: Upgrade\r\nsec-websocket-accept: " .. websocket.accept_key(key) .. "\r\n\r\n")
@@ -565,26 +594,23 @@ function M.request(opts)
   local ok
   ok, err = conn:send(parts)
   if not ok then conn:close() return nil, err end
-  local head
-  head, err = conn:_receivehead(64 * 1024, timeout)
-  if not head then conn:close() return nil, err end
-  local parser = core.http_parser("response")
-  local msg
-  msg, err = parser:head(head, method == "HEAD")
-  if not msg then conn:close() return nil, "bad response: " .. tostring(err) end
-  local m = { _conn = conn, _parser = parser, _msg = msg, _received = 0,
-              _done = msg.body == "none", _max = opts.max_body or math.huge,
-              _timeout = timeout }
-  local data
-  data, err = read_whole_body(m)
-  if not data then conn:close() return nil, err end
-  if msg.keep_alive and msg.body ~= "eof" then conn:setkeepalive() else conn:close() end
-  local headers = {}
-  for i = 1, #msg.headers, 2 do
-    local k, v = lower(msg.headers[i]), msg.headers[i + 1]
-    headers[k] = headers[k] and (headers[k] .. ", " .. v) or v
+  local parser = new_parser("response")
+  local status, reason, version, keep_alive, kind =
+    read_head(parser, conn, 64 * 1024, timeout, method == "HEAD")
+  if not status then
+    conn:close()
+    if status == false then return nil, "bad response: " .. reason end
+    return nil, reason
   end
-  return { status = msg.status, reason = msg.reason, version = msg.version,
+  local data = ""
+  if kind ~= "none" then
+    data, err = read_whole_body(body_state(conn, parser, kind, opts.max_body or math.huge,
+      timeout, false))
+  end
+  if not data then conn:close() return nil, err end
+  local headers = make_headers(head_fields(parser))
+  if keep_alive and kind ~= "eof" then conn:setkeepalive() else conn:close() end
+  return { status = status, reason = reason, version = version,
            headers = headers, body = data }
 end
 
