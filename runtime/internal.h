@@ -82,6 +82,7 @@ typedef struct {
   const cs_framing_t *framing;
   unsigned peek : 1;    /* hand the match out but leave it buffered */
   unsigned keep_open : 1; /* "too large" leaves the connection open (HTTP 431) */
+  unsigned idle : 1;    /* waits between requests: a server shutdown interrupts it */
   /* When set, the match is handed to deliver instead of being pushed as a
    * string: it pushes the read's results onto co and returns their count
    * (at least 1). The data is only valid during the call. */

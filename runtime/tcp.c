@@ -101,10 +101,19 @@ static void server_notify_shutdown(cs_server_t *s, double grace) {
   }
 }
 
+/* Wakes the connections idle between requests with nil, "interrupted":
+ * the protocol decides whether a request may still be on its way. */
+static void server_interrupt_idle(cs_server_t *s) {
+  for (cs_conn_t *c = s->conns; c; c = c->snext)
+    if (c->reader && c->rreq.idle)
+      cs__abort(c->reader, UV_EINTR);
+}
+
 void cs__server_shutdown(cs_server_t *s, double grace) {
   if (s->state == CS_SRV_LISTENING) {
     s->state = CS_SRV_DRAINING;
     server_notify_shutdown(s, grace);
+    server_interrupt_idle(s);
     uv_close(&s->u.handle, server_listener_close_cb);
     if (grace > 0) {
       double ms = grace * 1000.0;

@@ -416,10 +416,8 @@ local function serve_connection(app, conn)
   local parser = new_parser("request")
   local first = true
   while true do
-    -- Between requests a connection is idle: a shutdown closes it at once.
-    app._idle[conn] = true
-    local ok, err = peek(conn, first and app.header_timeout or app.keepalive_timeout, 0)
-    app._idle[conn] = nil
+    -- Between requests a connection is idle: a shutdown interrupts it.
+    local ok, err = peek(conn, first and app.header_timeout or app.keepalive_timeout, 0, true)
     if not ok and err == "interrupted" then
       -- A drain began while this connection was idle. A request its
       -- client had already sent is still answered (with connection:
@@ -470,8 +468,7 @@ end
 -- http.server(opts): opts are coserve.server's plus max_header, max_body,
 -- header_timeout, keepalive_timeout (seconds between requests).
 function M.server(opts)
-  local app = setmetatable({ _routes = {}, _exact = {},
-                             _idle = setmetatable({}, { __mode = "k" }) }, App)
+  local app = setmetatable({ _routes = {}, _exact = {} }, App)
   local tcp_opts = {}
   for k, v in pairs(opts or {}) do
     if DEFAULTS[k] ~= nil then app[k] = v else tcp_opts[k] = v end
@@ -483,10 +480,7 @@ function M.server(opts)
   tcp_opts.read_timeout = tcp_opts.read_timeout or app.read_timeout
   app._server = coserve.server(tcp_opts)
   app._server:handle(function(conn) serve_connection(app, conn) end)
-  app._server:onshutdown(function()
-    app._draining = true
-    for conn in pairs(app._idle) do conn:_interrupt() end
-  end)
+  app._server:onshutdown(function() app._draining = true end)
   return app
 end
 
