@@ -250,7 +250,14 @@ static int push_head(lua_State *L, http_t *h) {
 
 /* ---- Lua ---- */
 
-static http_t *http_check(lua_State *L) { return luaL_checkudata(L, 1, CS_HTTP_MT); }
+static http_t *http_check(lua_State *L) {
+  return cs__checkudata(L, 1, cs__runtime_get(L)->http_mt, CS_HTTP_MT);
+}
+
+static cs_conn_t *conn_check(lua_State *L, int idx) {
+  cs_connbox_t *box = cs__checkudata(L, idx, cs__runtime_get(L)->conn_mt, CS_CONN_MT);
+  return box->c;
+}
 
 /* core.http_parser(kind) -> parser */
 static int lhttp_new(lua_State *L) {
@@ -292,7 +299,7 @@ static int deliver_head(lua_State *co, void *ud, const char *data, size_t len) {
  * connection open, so that the server can answer 431. */
 static int lhttp_read(lua_State *L) {
   http_t *h = http_check(L);
-  cs_conn_t *c = ((cs_connbox_t *)luaL_checkudata(L, 2, CS_CONN_MT))->c;
+  cs_conn_t *c = conn_check(L, 2);
   cs_read_t r = {.kind = CS_READ_UNTIL, .delim = "\r\n\r\n", .delim_len = 4, .inclusive = 1,
                  .keep_open = 1, .deliver = deliver_head, .ud = h};
   r.max = (size_t)luaL_checkinteger(L, 3);
@@ -498,7 +505,7 @@ static void head_add_uint(head_t *h, uint64_t n) {
  * in the runtime's buffer, and a small body joins it there; like
  * conn:send, this parks until the kernel has every byte. */
 static int lhttp_respond(lua_State *L) {
-  cs_conn_t *c = ((cs_connbox_t *)luaL_checkudata(L, 1, CS_CONN_MT))->c;
+  cs_conn_t *c = conn_check(L, 1);
   int status = (int)luaL_checkinteger(L, 2);
   size_t rlen;
   const char *reason = luaL_checklstring(L, 3, &rlen);
@@ -571,6 +578,7 @@ static const luaL_Reg http_methods[] = {{"read", lhttp_read},
 
 void cs__open_http(lua_State *L, cs_runtime_t *rt) {
   luaL_newmetatable(L, CS_HTTP_MT);
+  rt->http_mt = lua_topointer(L, -1);
   lua_createtable(L, 0, 4);
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, http_methods, 1);

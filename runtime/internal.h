@@ -135,10 +135,15 @@ struct cs_runtime_s {
   char date[64];         /* the HTTP Date header's value ... */
   int64_t date_time;     /* ... for this second (time()) */
   int scratch_busy;
+  const void *conn_mt;   /* the metatables of conns and HTTP parsers, for */
+  const void *http_mt;   /* cs__checkudata */
   char sentinel;         /* its address marks coserve's own yields */
 };
 
 cs_runtime_t *cs__runtime_get(lua_State *L); /* from upvalue 1 */
+/* luaL_checkudata for the request path: the metatable's address is
+ * compared with mt (one of rt's), without looking its name up. */
+void *cs__checkudata(lua_State *L, int idx, const void *mt, const char *tname);
 /* The runtime bound to L's state, created on first use from plain Lua. */
 cs_runtime_t *cs__runtime_for(lua_State *L);
 /* [-(nargs+1), +1] Runs a main task; see runtime.c. Returns 0 when the

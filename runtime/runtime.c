@@ -60,6 +60,17 @@ cs_runtime_t *cs__runtime_get(lua_State *L) {
   return (cs_runtime_t *)lua_touserdata(L, lua_upvalueindex(1));
 }
 
+void *cs__checkudata(lua_State *L, int idx, const void *mt, const char *tname) {
+  void *p = lua_touserdata(L, idx);
+  if (p && lua_getmetatable(L, idx)) {
+    int same = lua_topointer(L, -1) == mt;
+    lua_pop(L, 1);
+    if (same)
+      return p;
+  }
+  return luaL_checkudata(L, idx, tname); /* raises the usual error */
+}
+
 /* The runtime that `require "coserve"` binds to L: the host's if there is
  * one, else a new one owned by a userdata whose __gc frees it. */
 static int runtime_gc(lua_State *L) {

@@ -5,7 +5,9 @@
 
 #include "internal.h"
 
-static cs_connbox_t *conn_box(lua_State *L) { return luaL_checkudata(L, 1, CS_CONN_MT); }
+static cs_connbox_t *conn_box(lua_State *L) {
+  return cs__checkudata(L, 1, cs__runtime_get(L)->conn_mt, CS_CONN_MT);
+}
 
 /* nil: the default; negative: forever. */
 static double opt_timeout(lua_State *L, int idx, double def) {
@@ -275,6 +277,7 @@ static const luaL_Reg conn_methods[] = {
 
 void cs__open_conn(lua_State *L, cs_runtime_t *rt) {
   luaL_newmetatable(L, CS_CONN_MT);
+  rt->conn_mt = lua_topointer(L, -1);
   lua_pushlightuserdata(L, rt);
   lua_createtable(L, 0, 16);
   lua_pushlightuserdata(L, rt);
@@ -286,7 +289,8 @@ void cs__open_conn(lua_State *L, cs_runtime_t *rt) {
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, lconn_gc, 1);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, lconn_tostring);
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, lconn_tostring, 1);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 }
