@@ -293,9 +293,14 @@ static int deliver_head(lua_State *co, void *ud, const char *data, size_t len) {
   return push_head(co, h);
 }
 
-/* parser:read(conn, max, timeout [, no_body]): reads a head of at most max
- * bytes off conn, waiting up to timeout seconds (nil: the connection's
- * read timeout; < 0: forever), and parses it. "too large" leaves the
+/* parser:read(conn, max, timeout [, no_body [, idle_timeout]]): reads a
+ * head of at most max bytes off conn, waiting up to timeout seconds (nil:
+ * the connection's read timeout; < 0: forever), and parses it. With
+ * idle_timeout and nothing buffered, the connection is idle (between
+ * requests): the wait for its first byte takes up to idle_timeout and ends
+ * with nil, "interrupted" when the server begins to shut down; the head
+ * then has timeout seconds from its first byte. A timeout's third result
+ * is the bytes that had come ("" while idle). "too large" leaves the
  * connection open, so that the server can answer 431. */
 static int lhttp_read(lua_State *L) {
   http_t *h = http_check(L);
@@ -306,7 +311,14 @@ static int lhttp_read(lua_State *L) {
   if (c == NULL)
     return cs__push_error(L, CS_ECLOSED);
   double timeout = luaL_optnumber(L, 4, c->read_timeout);
+  if (timeout < 0)
+    timeout = -1;
   h->no_body = lua_toboolean(L, 5);
+  if (!lua_isnoneornil(L, 6)) {
+    r.idle = 1;
+    r.busy_timeout = timeout;
+    timeout = luaL_checknumber(L, 6);
+  }
   return cs__conn_read(L, c, &r, timeout < 0 ? -1 : timeout, "read");
 }
 

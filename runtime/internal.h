@@ -82,7 +82,10 @@ typedef struct {
   const cs_framing_t *framing;
   unsigned peek : 1;    /* hand the match out but leave it buffered */
   unsigned keep_open : 1; /* "too large" leaves the connection open (HTTP 431) */
-  unsigned idle : 1;    /* waits between requests: a server shutdown interrupts it */
+  unsigned idle : 1;    /* waits between requests: a server shutdown interrupts
+                           it, and the first byte turns it into a wait of
+                           busy_timeout seconds for the rest */
+  double busy_timeout;
   /* When set, the match is handed to deliver instead of being pushed as a
    * string: it pushes the read's results onto co and returns their count
    * (at least 1). The data is only valid during the call. */
@@ -220,6 +223,9 @@ int cs__yield(lua_State *L, cs_task_t *t, int nkeep, cs_task_t *after);
 /* Queues a parked task to resume with the nret values already pushed onto
  * t->co. The task runs in the next drain, never inside the caller. */
 void cs__wake(cs_task_t *t, int nret);
+
+/* Gives parked t a new deadline, timeout seconds from now (< 0: none). */
+void cs__retime(cs_task_t *t, double timeout);
 
 /* Aborts t's wait with err (its abort hook pushes the results) and wakes it. */
 void cs__abort(cs_task_t *t, int err);

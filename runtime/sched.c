@@ -163,12 +163,7 @@ cs_task_t *cs__task_current(lua_State *L, const char *fname) {
 
 /* ---- park and wake ---- */
 
-int cs__park(lua_State *L, cs_task_t *t, cs_wait_t *w, double timeout) {
-  if (t->canceled)
-    return w->abort(w, L, UV_ECANCELED);
-  if (t->main)
-    cs__runtime_ready(t->rt);
-  t->wait = w;
+void cs__retime(cs_task_t *t, double timeout) {
   if (timeout >= 0) {
     double ms = ceil(timeout * 1000.0);
     uint64_t delay = ms > 9e15 ? (uint64_t)9e15 : (uint64_t)ms;
@@ -181,6 +176,15 @@ int cs__park(lua_State *L, cs_task_t *t, cs_wait_t *w, double timeout) {
   } else {
     t->deadline = UINT64_MAX;
   }
+}
+
+int cs__park(lua_State *L, cs_task_t *t, cs_wait_t *w, double timeout) {
+  if (t->canceled)
+    return w->abort(w, L, UV_ECANCELED);
+  if (t->main)
+    cs__runtime_ready(t->rt);
+  t->wait = w;
+  cs__retime(t, timeout);
   lua_pushlightuserdata(L, &t->rt->sentinel);
   return lua_yield(L, 1);
 }

@@ -208,6 +208,10 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         c->rref = LUA_NOREF;
       }
       cs__wake(t, n);
+    } else if (c->rreq.idle && c->rbuf.len > 0) {
+      /* A request has begun: the rest must come in busy_timeout. */
+      c->rreq.idle = 0;
+      cs__retime(t, c->rreq.busy_timeout);
     }
   }
   if (c->closing) {
@@ -254,6 +258,10 @@ int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout
   int n = conn_try_read(L, c);
   if (n > 0)
     return n;
+  if (r->idle && c->rbuf.len > 0) {
+    c->rreq.idle = 0; /* not idle: part of a request is here */
+    timeout = r->busy_timeout;
+  }
   if (!c->reading) {
     int rc = uv_read_start(&c->u.stream, conn_alloc_cb, conn_read_cb);
     if (rc < 0)

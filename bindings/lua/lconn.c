@@ -107,17 +107,14 @@ static int lconn_receivehead(lua_State *L) {
   return cs__conn_read(L, c, &r, opt_timeout(L, 3, c->read_timeout), "receivehead");
 }
 
-/* conn:_peek([timeout [, max [, idle]]]) -> up to max (default: all)
- * buffered bytes, waiting for at least one, left in the buffer | nil,
- * err. With _consume(n), a parser takes only the bytes that belong to it;
- * max 0 only waits for data, returning "" without copying anything. An
- * idle wait (between requests) ends with nil, "interrupted" when the
- * server begins to shut down; the connection stays open. */
+/* conn:_peek([timeout [, max]]) -> up to max (default: all) buffered
+ * bytes, waiting for at least one, left in the buffer | nil, err. With
+ * _consume(n), a parser takes only the bytes that belong to it; max 0
+ * only waits for data, returning "" without copying anything. */
 static int lconn_peek(lua_State *L) {
   CONN_OPEN(L, c);
   lua_Integer max = luaL_optinteger(L, 3, -1);
-  cs_read_t r = {.kind = CS_READ_ANY, .n = max < 0 ? (size_t)-1 : (size_t)max, .peek = 1,
-                 .idle = lua_toboolean(L, 4)};
+  cs_read_t r = {.kind = CS_READ_ANY, .n = max < 0 ? (size_t)-1 : (size_t)max, .peek = 1};
   return cs__conn_read(L, c, &r, opt_timeout(L, 2, c->read_timeout), "peek");
 }
 

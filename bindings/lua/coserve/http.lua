@@ -416,26 +416,23 @@ local function serve_connection(app, conn)
   local parser = new_parser("request")
   local first = true
   while true do
-    -- Between requests a connection is idle: a shutdown interrupts it.
-    local ok, err = peek(conn, first and app.header_timeout or app.keepalive_timeout, 0, true)
-    if not ok and err == "interrupted" then
+    -- Between requests a connection is idle (a shutdown interrupts it);
+    -- a head must be complete header_timeout after its first byte (the
+    -- slowloris defence).
+    local max, timeout = app.max_header, app.header_timeout
+    local method, url, version, keep_alive, body, length =
+      read_head(parser, conn, max, timeout, false, first and timeout or app.keepalive_timeout)
+    if method == nil and url == "interrupted" then
       -- A drain began while this connection was idle. A request its
       -- client had already sent is still answered (with connection:
       -- close): closing on it would turn into an error at the client.
-      ok, err = peek(conn, 0.05, 0)
+      method, url, version, keep_alive, body, length =
+        read_head(parser, conn, max, timeout, false, 0.05)
     end
-    if not ok then
-      if first and err == "timeout" then refuse(conn, 408) end
-      return
-    end
-    -- The head must be complete header_timeout after its first byte
-    -- arrived (the slowloris defence).
-    local method, url, version, keep_alive, body, length =
-      read_head(parser, conn, app.max_header, app.header_timeout)
     if not method then
       if method == false then refuse(conn, url == "too many headers" and 431 or 400)
       elseif url == "too large" then refuse(conn, 431)
-      elseif url == "timeout" then refuse(conn, 408) end
+      elseif url == "timeout" and (first or version ~= "") then refuse(conn, 408) end
       return
     end
     local q = find(url, "?", 1, true)
