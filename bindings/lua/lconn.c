@@ -96,17 +96,6 @@ static int lconn_receiveuntil(lua_State *L) {
   return 1;
 }
 
-/* conn:_receivehead(max [, timeout]) -> an HTTP head through its blank
- * line | nil, err, partial. "too large" past max leaves the connection
- * open, so that coserve.http can answer 431. */
-static int lconn_receivehead(lua_State *L) {
-  CONN_OPEN(L, c);
-  cs_read_t r = {.kind = CS_READ_UNTIL, .delim = "\r\n\r\n", .delim_len = 4,
-                 .inclusive = 1, .keep_open = 1};
-  r.max = (size_t)luaL_checkinteger(L, 2);
-  return cs__conn_read(L, c, &r, opt_timeout(L, 3, c->read_timeout), "receivehead");
-}
-
 /* conn:_peek([timeout [, max]]) -> up to max (default: all) buffered
  * bytes, waiting for at least one, left in the buffer | nil, err. With
  * _consume(n), a parser takes only the bytes that belong to it; max 0
@@ -266,7 +255,6 @@ static const luaL_Reg conn_methods[] = {
     {"getpeername", lconn_getpeername},
     {"getsockname", lconn_getsockname},
     {"spawn", lconn_spawn},
-    {"_receivehead", lconn_receivehead},
     {"_peek", lconn_peek},
     {"_consume", lconn_consume},
     {"_pool", lconn_pool},
