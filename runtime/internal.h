@@ -75,7 +75,8 @@ typedef struct {
 typedef struct {
   cs_read_kind_t kind;
   size_t n;             /* BYTES, ANY: the count */
-  const char *delim;    /* UNTIL: anchored by the caller */
+  const char *delim;    /* UNTIL: a C literal, or a Lua string the caller's
+                           frame keeps alive while it waits */
   size_t delim_len;
   int inclusive;        /* UNTIL: keep the delimiter */
   size_t max;           /* LINE, UNTIL, FRAME: the largest acceptable match */
@@ -276,7 +277,6 @@ struct cs_conn_s {
   cs_task_t *reader;
   cs_wait_t rwait;
   cs_read_t rreq;
-  int rref;              /* anchors rreq.delim while parked */
   /* writing */
   cs_task_t *writer;
   cs_wait_t wwait;

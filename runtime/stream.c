@@ -35,7 +35,7 @@ cs_conn_t *cs__conn_new(cs_runtime_t *rt, cs_conn_type_t type) {
   c->type = type;
   c->rt = rt;
   c->id = rt->next_conn_id++;
-  c->rref = c->wref = c->box_ref = LUA_NOREF;
+  c->wref = c->box_ref = LUA_NOREF;
   c->refs = 1;
   c->rwait.abort = read_abort;
   c->wwait.abort = write_abort;
@@ -78,11 +78,6 @@ void cs__conn_close(cs_conn_t *c, int err) {
   if (c->closing)
     return;
   c->closing = 1;
-  cs_runtime_t *rt = c->rt;
-  if (c->rref != LUA_NOREF) {
-    luaL_unref(rt->L, LUA_REGISTRYINDEX, c->rref);
-    c->rref = LUA_NOREF;
-  }
   if (c->reader) {
     /* A parked reader gets what arrived as partial data, as on a timeout. */
     cs_task_t *t = c->reader;
@@ -203,10 +198,6 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     int n = conn_try_read(t->co, c);
     if (n > 0) {
       c->reader = NULL;
-      if (c->rref != LUA_NOREF) {
-        luaL_unref(rt->L, LUA_REGISTRYINDEX, c->rref);
-        c->rref = LUA_NOREF;
-      }
       cs__wake(t, n);
     } else if (c->rreq.idle && c->rbuf.len > 0) {
       /* A request has begun: the rest must come in busy_timeout. */
@@ -233,10 +224,6 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static int read_abort(cs_wait_t *w, lua_State *co, int err) {
   cs_conn_t *c = (cs_conn_t *)((char *)w - offsetof(cs_conn_t, rwait));
   c->reader = NULL;
-  if (c->rref != LUA_NOREF) {
-    luaL_unref(c->rt->L, LUA_REGISTRYINDEX, c->rref);
-    c->rref = LUA_NOREF;
-  }
   cs__push_error(co, err);
   /* As LuaSocket: what arrived is handed over as partial data, except for
    * frames, which must stay whole, and peeks, which leave it buffered. */
@@ -267,12 +254,6 @@ int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout
     if (rc < 0)
       return cs__push_error(L, rc);
     c->reading = 1;
-  }
-  if (r->kind == CS_READ_UNTIL) {
-    /* The delimiter points into a Lua string: keep it while parked. */
-    lua_pushlstring(L, r->delim, r->delim_len);
-    c->rreq.delim = lua_tostring(L, -1);
-    c->rref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   c->reader = t;
   return cs__park(L, t, &c->rwait, timeout);

@@ -287,6 +287,19 @@ describe("conn:receive", function()
     assert.same({ "ab", "cd", "ef::" }, got)
   end)
 
+  it("receiveuntil keeps a delimiter built at run time while it waits through a collection", function()
+    local got
+    with_pair(function(conn)
+      got = conn:receiveuntil(("<%s>"):format("end"))()
+    end, function(c)
+      coserve.sleep(0.01)
+      for _ = 1, 3 do collectgarbage() end
+      ("x"):rep(64):gsub(".", function(ch) return ch .. "pad" end) -- reuse freed memory
+      c:send("body<end>")
+    end)
+    assert.equal("body", got)
+  end)
+
   it("recv without framing returns what arrived", function()
     local got
     with_pair(function(conn) got = conn:recv() end, function(c) c:send("raw bytes") end)
