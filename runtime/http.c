@@ -594,6 +594,8 @@ void cs__open_http(lua_State *L, cs_runtime_t *rt) {
   lua_createtable(L, 0, 4);
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, http_methods, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "http_parser_methods"); /* for coserve/http.lua */
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, lhttp_gc);
   lua_setfield(L, -2, "__gc");

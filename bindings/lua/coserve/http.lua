@@ -24,7 +24,7 @@ local traceback = debug.traceback
 local conn_methods = core.conn_methods
 local peek, consume, send = conn_methods._peek, conn_methods._consume, conn_methods.send
 local new_parser = core.http_parser
-local parser_methods = getmetatable(new_parser("request")).__index
+local parser_methods = core.http_parser_methods
 local read_head, read_body, head_fields = parser_methods.read, parser_methods.body,
   parser_methods.headers
 local http_respond = core.http_respond
