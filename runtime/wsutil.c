@@ -1,9 +1,11 @@
 /* What WebSocket (RFC 6455) needs from C: SHA-1 for the handshake's
- * Sec-WebSocket-Accept, and XOR masking, which is too slow byte by byte
- * in Lua for large frames. Framing itself is Lua (coserve/websocket.lua).
+ * Sec-WebSocket-Accept, and XOR masking and UTF-8 validation, which are
+ * too slow byte by byte in Lua for large frames. Framing itself is Lua
+ * (coserve/websocket.lua).
  *
  *   core.sha1(s) -> 20-byte digest
- *   core.ws_mask(data, key4) -> data XOR the repeating 4-byte key */
+ *   core.ws_mask(data, key4) -> data XOR the repeating 4-byte key
+ *   core.utf8_valid(s) -> whether s is UTF-8 (RFC 3629) */
 #include <stdint.h>
 #include <string.h>
 
@@ -86,7 +88,50 @@ static int lcore_ws_mask(lua_State *L) {
   return 1;
 }
 
+/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+static int utf8_valid(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t len;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0)
+      len = 2, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0)
+      len = 3, cp = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0)
+      len = 4, cp = c & 0x07, min = 0x10000;
+    else
+      return 0;
+    if (n - i < len)
+      return 0;
+    for (size_t k = 1; k < len; k++) {
+      unsigned cc = s[i + k];
+      if ((cc & 0xC0) != 0x80)
+        return 0;
+      cp = cp << 6 | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    i += len;
+  }
+  return 1;
+}
+
+static int lcore_utf8_valid(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_pushboolean(L, utf8_valid((const unsigned char *)s, len));
+  return 1;
+}
+
 void cs__open_wsutil(lua_State *L) {
+  lua_pushcfunction(L, lcore_utf8_valid);
+  lua_setfield(L, -2, "utf8_valid");
   lua_pushcfunction(L, lcore_sha1);
   lua_setfield(L, -2, "sha1");
   lua_pushcfunction(L, lcore_ws_mask);

@@ -109,6 +109,37 @@ describe("WebSocket", function()
     end)
   end)
 
+  it("checks text is UTF-8: whole messages, code points split across fragments", function()
+    assert.is_true(core.utf8_valid("h\195\169llo \226\130\172 \240\159\152\128"))
+    for _, bad in ipairs({ "\255", "\192\175", "\237\160\128", "\244\144\128\128",
+                           "\226\130", "\128" }) do
+      assert.is_false(core.utf8_valid(bad), ("%q"):format(bad))
+    end
+    run(function()
+      local app = echo_app()
+      local c = handshake(app)
+      c:send(frame(1, "caf\195", false) .. frame(0, "\169"))
+      assert.same({ 1, "caf\195\169" }, { read_frame(c) })
+      c:send(frame(1, "bad \192\175"))
+      assert.same({ 8, "\3\239" }, { read_frame(c) }) -- 1007
+      assert.same({ nil, "closed", "" }, { c:receive(1, 2) })
+      app:shutdown()
+    end)
+  end)
+
+  it("closes with 1002 on a close code a peer may not send, 1007 on a bad close reason", function()
+    run(function()
+      local app = echo_app()
+      local c = handshake(app)
+      c:send(frame(8, "\3\237")) -- 1005: only reported, never sent
+      assert.same({ 8, "\3\234" }, { read_frame(c) })
+      local d = handshake(app)
+      d:send(frame(8, "\3\232\255"))
+      assert.same({ 8, "\3\239" }, { read_frame(d) })
+      app:shutdown()
+    end)
+  end)
+
   it("answers 400 to a request without the handshake, 426 to another version", function()
     run(function()
       local app = echo_app()

@@ -12,8 +12,12 @@
 --   end)
 --
 -- Pings are answered, fragmented messages reassembled, the close
--- handshake done; frames from the client must be masked (RFC 6455 §5.1).
+-- handshake done; frames from the client must be masked (RFC 6455 §5.1),
+-- text must be UTF-8 (else 1007) and a close code one a peer may send
+-- (else 1002).
 local core = require "coserve.core"
+
+local utf8_valid = core.utf8_valid
 
 local band, bor, rshift, lshift = bit.band, bit.bor, bit.rshift, bit.lshift
 local char, byte, concat = string.char, string.byte, table.concat
@@ -90,6 +94,20 @@ local function fail(ws, code, err)
   return nil, err
 end
 
+-- Close codes a peer may send (§7.4): 1005, 1006 and 1015 only report.
+local function valid_close_code(code)
+  return (code >= 1000 and code <= 1003) or (code >= 1007 and code <= 1011)
+    or (code >= 3000 and code <= 4999)
+end
+
+-- A complete message: text must be UTF-8.
+local function message(ws, payload, kind)
+  if kind == "text" and not utf8_valid(payload) then
+    return fail(ws, 1007, "invalid UTF-8")
+  end
+  return payload, kind
+end
+
 -- Reads one frame: fin, opcode, payload (unmasked) | nil, err.
 local function read_frame(ws)
   local conn, timeout = ws.conn, ws.timeout
@@ -142,6 +160,8 @@ function WebSocket:receive()
       if #payload >= 2 then
         code = lshift(byte(payload, 1), 8) + byte(payload, 2)
         reason = payload:sub(3)
+        if not valid_close_code(code) then return fail(self, 1002, "protocol error") end
+        if not utf8_valid(reason) then return fail(self, 1007, "invalid UTF-8") end
       elseif #payload == 1 then
         return fail(self, 1002, "protocol error")
       end
@@ -154,11 +174,11 @@ function WebSocket:receive()
       size = size + #payload
       if size > self.max_message then return fail(self, 1009, "too large") end
       parts[#parts + 1] = payload
-      if fin then return concat(parts), kind end
+      if fin then return message(self, concat(parts), kind) end
     else
       if parts then return fail(self, 1002, "protocol error") end
       kind = OP[opcode]
-      if fin then return payload, kind end
+      if fin then return message(self, payload, kind) end
       parts, size = { payload }, #payload
     end
   end
