@@ -82,6 +82,26 @@ describe("coserve.http server", function()
     end)
   end)
 
+  it("keeps responses whole when a client reads them only after the kernel's buffers fill", function()
+    run(function()
+      local app = app_with_routes()
+      local c = assert(coserve.connect("127.0.0.1", app.port))
+      local n = 1500 -- some 16 MB of responses: more than loopback buffers take
+      local batch = {}
+      for i = 1, n do batch[i] = get("/hello/" .. ("x"):rep(10000) .. i) end
+      local sender = coserve.spawn(function() return c:send(table.concat(batch)) end)
+      coserve.sleep(0.2) -- meanwhile the server parks with a response half written
+      for i = 1, n do
+        local status, _, body = read_response(c)
+        assert.equal(200, status)
+        assert.equal("hello " .. ("x"):rep(10000) .. i, body)
+      end
+      assert(sender:join())
+      c:close()
+      app:shutdown()
+    end)
+  end)
+
   it("decodes the query string and looks headers up case-insensitively", function()
     run(function()
       local app = app_with_routes()
