@@ -4,8 +4,9 @@ local http = require "coserve.http"
 local websocket = require "coserve.websocket"
 local core = require "coserve.core"
 local testing = require "coserve.testing"
-local proc = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
-                    .. "support/process.lua")
+local support = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/"
+local proc = dofile(support .. "process.lua")
+local read_response = dofile(support .. "http_response.lua")
 
 local run = testing.run
 local band, bor, rshift, char, byte = bit.band, bit.bor, bit.rshift, string.char, string.byte
@@ -51,15 +52,8 @@ local function handshake(app, extra)
   c:send("GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" ..
     (extra or "Sec-WebSocket-Version: 13\r\n") .. "\r\n")
-  local status = c:receive("*l", 2)
-  local headers = {}
-  while true do
-    local line = assert(c:receive("*l", 2))
-    if line == "" then break end
-    local k, v = line:match("^([^:]+):%s*(.*)$")
-    headers[k:lower()] = v
-  end
-  return c, status, headers
+  local _, headers, _, status_line = read_response(c, true)
+  return c, status_line, headers
 end
 
 describe("WebSocket", function()

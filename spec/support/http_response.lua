@@ -1,6 +1,7 @@
 -- Reads one HTTP/1.1 response from a coserve connection, as the specs'
 -- raw clients need: status (a number), headers (names lowercased), body
--- (Content-Length or chunked). head_only: a response to HEAD.
+-- (Content-Length or chunked) and the status line. head_only: a response
+-- without a body (to HEAD, a 101).
 --
 --   local read_response = dofile("spec/support/http_response.lua")
 return function(c, head_only)
@@ -15,7 +16,7 @@ return function(c, head_only)
     headers[k:lower()] = v
   end
   local body = ""
-  if head_only then return status, headers, body end
+  if head_only then return status, headers, body, status_line end
   if headers["content-length"] then
     body = assert(c:receive(tonumber(headers["content-length"]), 2))
   elseif headers["transfer-encoding"] == "chunked" then
@@ -28,5 +29,5 @@ return function(c, head_only)
     end
     body = table.concat(parts)
   end
-  return status, headers, body
+  return status, headers, body, status_line
 end
