@@ -23,6 +23,21 @@ static int read_abort(cs_wait_t *w, lua_State *co, int err);
 static int write_abort(cs_wait_t *w, lua_State *co, int err);
 static int connect_abort(cs_wait_t *w, lua_State *co, int err);
 
+/* A client connection keeps the loop alive only while a coroutine waits
+ * on it. Otherwise nothing could ever touch it again once every task,
+ * timer and server is gone, and the process must be free to exit (SPEC §8;
+ * the connection is closed when collected or when the runtime is freed).
+ * A server's connections need no such care: the server keeps the loop
+ * alive while they live. Called after every change of the waiters. */
+static void conn_update_ref(cs_conn_t *c) {
+  if (c->server || c->closing)
+    return;
+  if ((c->reader || c->writer || c->connector) && !c->pooled)
+    uv_ref(&c->u.handle);
+  else
+    uv_unref(&c->u.handle);
+}
+
 cs_conn_t *cs__conn_new(cs_runtime_t *rt, cs_conn_type_t type) {
   cs_conn_t *c = calloc(1, sizeof(*c));
   if (c == NULL)
@@ -125,6 +140,7 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
     /* Too large: the stream cannot be resynchronised, so it is dropped,
      * unless the caller answers it first (HTTP's 431). */
     c->reader = NULL;
+    conn_update_ref(c);
     if (!c->rreq.keep_open)
       cs__conn_close(c, CS_ECLOSED);
     return cs__push_error(co, r);
@@ -198,6 +214,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     int n = conn_try_read(t->co, c);
     if (n > 0) {
       c->reader = NULL;
+      conn_update_ref(c);
       cs__wake(t, n);
     } else if (c->rreq.idle && c->rbuf.len > 0) {
       /* A request has begun: the rest must come in busy_timeout. */
@@ -224,6 +241,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static int read_abort(cs_wait_t *w, lua_State *co, int err) {
   cs_conn_t *c = (cs_conn_t *)((char *)w - offsetof(cs_conn_t, rwait));
   c->reader = NULL;
+  conn_update_ref(c);
   cs__push_error(co, err);
   /* As LuaSocket: what arrived is handed over as partial data, except for
    * frames, which must stay whole, and peeks, which leave it buffered. */
@@ -256,6 +274,7 @@ int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout
     c->reading = 1;
   }
   c->reader = t;
+  conn_update_ref(c);
   return cs__park(L, t, &c->rwait, timeout);
 }
 
@@ -279,7 +298,7 @@ int cs__conn_pool(cs_conn_t *c, int on) {
   if (!c->pooled)
     return 0;
   c->pooled = 0;
-  uv_ref(&c->u.handle);
+  conn_update_ref(c);
   return c->closing ? CS_ECLOSED : 0;
 }
 
@@ -294,6 +313,7 @@ static void conn_write_cb(uv_write_t *req, int status) {
   if (t == NULL)
     return;
   c->writer = NULL;
+  conn_update_ref(c);
   if (status == 0) {
     c->last_io = uv_now(&rt->loop);
     lua_pushnumber(t->co, (double)c->wtotal);
@@ -364,6 +384,7 @@ static int conn_write_rest(lua_State *L, cs_conn_t *c, cs_task_t *t, uv_buf_t *i
   }
   c->writer = t;
   c->wtotal = total;
+  conn_update_ref(c);
   return cs__park(L, t, &c->wwait, c->send_timeout);
 }
 
@@ -442,6 +463,7 @@ static void conn_connect_cb(uv_connect_t *req, int status) {
   if (t == NULL)
     return; /* aborted: already closed */
   c->connector = NULL;
+  conn_update_ref(c);
   if (status == 0) {
     cs_runtime_t *rt = c->rt;
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, c->box_ref);
@@ -480,5 +502,6 @@ int cs__conn_connect(lua_State *L, cs_conn_t *c, const struct sockaddr *addr,
     uv_tcp_nodelay(&c->u.tcp, 1);
   }
   c->connector = t;
+  conn_update_ref(c);
   return cs__park(L, t, &c->cwait, timeout);
 }
