@@ -79,7 +79,8 @@ typedef struct {
                            frame keeps alive while it waits */
   size_t delim_len;
   int inclusive;        /* UNTIL: keep the delimiter */
-  size_t max;           /* LINE, UNTIL, FRAME: the largest acceptable match */
+  size_t max;           /* the largest acceptable match: a line, a delimited
+                           read, a frame, n bytes, or all until EOF */
   const cs_framing_t *framing;
   unsigned peek : 1;    /* hand the match out but leave it buffered */
   unsigned keep_open : 1; /* "too large" leaves the connection open (HTTP 431) */

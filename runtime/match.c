@@ -86,11 +86,15 @@ int cs__match(const cs_read_t *r, const char *data, size_t len, int eof, size_t 
   case CS_READ_LINE:
     return match_line(r, data, len, take, skip);
   case CS_READ_ALL:
+    if (len > r->max)
+      return CS_ETOOLARGE;
     if (!eof)
       return 0;
     *take = *skip = len;
     return 1;
   case CS_READ_BYTES:
+    if (r->n > r->max)
+      return CS_ETOOLARGE; /* known at once: no need to buffer toward it */
     if (len < r->n)
       return 0;
     *take = *skip = r->n;

@@ -70,4 +70,44 @@ print(assert(c:receive()))
       end)
     end)
   end)
+
+  describe("6. receive(n) and receive('*a') are bounded by max_frame", function()
+    local function handled(max_frame, fn, payload, close)
+      local got = coserve.channel(1)
+      run(function()
+        local s = serve(function(conn) got:push({ fn(conn) }) end, { max_frame = max_frame })
+        local c = assert(connect(s))
+        c:send(payload)
+        if close then c:close() end
+        local r = got:pop(5)
+        if not close then c:close() end
+        s:shutdown()
+        got = r
+      end)
+      return got
+    end
+
+    it("receive(n) over max_frame: nil, 'too large' at once", function()
+      assert.same({ nil, "too large" },
+        handled(1024, function(conn) return conn:receive(1025) end, "x"))
+    end)
+
+    it("receive(n) at max_frame is still served", function()
+      assert.same({ ("y"):rep(1024) },
+        handled(1024, function(conn) return conn:receive(1024) end, ("y"):rep(1024)))
+    end)
+
+    it("receive('*a') over max_frame: nil, 'too large', and the connection is closed", function()
+      local r = handled(1024, function(conn)
+        local data, err = conn:receive("*a")
+        return data, err, (conn:send("more"))
+      end, ("z"):rep(4096))
+      assert.same({ nil, "too large", nil }, r)
+    end)
+
+    it("receive('*a') under max_frame returns everything once the peer closes", function()
+      assert.same({ ("w"):rep(1000) },
+        handled(1024, function(conn) return conn:receive("*a") end, ("w"):rep(1000), true))
+    end)
+  end)
 end)

@@ -44,7 +44,7 @@ int main(void) {
   feed_bytewise(&until, "a--b-c--", 8, out);
   CHECK(strcmp(out, "a--|b-c--|") == 0);
 
-  cs_read_t bytes = {.kind = CS_READ_BYTES, .n = 3};
+  cs_read_t bytes = {.kind = CS_READ_BYTES, .n = 3, .max = SIZE_MAX};
   feed_bytewise(&bytes, "abcdefg", 7, out);
   CHECK(strcmp(out, "abc|def|") == 0);
 
@@ -77,7 +77,7 @@ int main(void) {
   CHECK(cs__match(&leframe, lef, 7, 0, &take, &skip) == 1 && take == 7);
 
   /* "*a" matches only at EOF; any hands out at most n. */
-  cs_read_t all = {.kind = CS_READ_ALL};
+  cs_read_t all = {.kind = CS_READ_ALL, .max = SIZE_MAX};
   CHECK(cs__match(&all, "abc", 3, 0, &take, &skip) == 0);
   CHECK(cs__match(&all, "abc", 3, 1, &take, &skip) == 1 && take == 3);
   cs_read_t any = {.kind = CS_READ_ANY, .n = 2};
