@@ -39,6 +39,8 @@ typedef struct {
 
 typedef struct {
   llhttp_t parser;       /* its data points back here */
+  llhttp_t probe;        /* checks a head's bytes as they arrive */
+  size_t probed;         /* how many of them it has seen */
   char *head;            /* a copy of the last head parsed, from alloc */
   lua_Alloc alloc;       /* the Lua state's allocator: Lua owns the copy */
   void *alloc_ud;
@@ -163,6 +165,29 @@ static const llhttp_settings_t http_settings = {
 static void parser_init(llhttp_t *p, uint8_t type, http_t *h) {
   llhttp_init(p, type, &http_settings);
   p->data = h;
+}
+
+/* The probe only validates: it keeps no spans and pauses at the end of the
+ * head, where the real parse takes over. */
+static int probe_headers_complete(llhttp_t *p) {
+  (void)p;
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t probe_settings = {.on_headers_complete = probe_headers_complete};
+
+/* A head's bytes are checked as they arrive, not only once the blank line
+ * has come: bytes that cannot begin a message (a TLS ClientHello on a
+ * plaintext port, binary junk) are refused at once instead of waiting for
+ * header_timeout, as nginx does. llhttp is a streaming parser, so each
+ * call feeds only the bytes the probe has not seen. */
+static int check_head(void *ud, const char *data, size_t len) {
+  http_t *h = ud;
+  if (len <= h->probed)
+    return 0;
+  llhttp_errno_t err = llhttp_execute(&h->probe, data + h->probed, len - h->probed);
+  h->probed = len;
+  return err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE;
 }
 
 /* ---- parsing a head ---- */
@@ -306,7 +331,7 @@ static int lhttp_read(lua_State *L) {
   http_t *h = http_check(L);
   cs_conn_t *c = conn_check(L, 2);
   cs_read_t r = {.kind = CS_READ_UNTIL, .delim = "\r\n\r\n", .delim_len = 4, .inclusive = 1,
-                 .keep_open = 1, .deliver = deliver_head, .ud = h};
+                 .keep_open = 1, .deliver = deliver_head, .check = check_head, .ud = h};
   r.max = (size_t)luaL_checkinteger(L, 3);
   if (c == NULL)
     return cs__push_error(L, CS_ECLOSED);
@@ -314,6 +339,8 @@ static int lhttp_read(lua_State *L) {
   if (timeout < 0)
     timeout = -1;
   h->no_body = lua_toboolean(L, 5);
+  llhttp_init(&h->probe, llhttp_get_type(&h->parser), &probe_settings);
+  h->probed = 0;
   if (!lua_isnoneornil(L, 6)) {
     r.idle = 1;
     r.busy_timeout = timeout;

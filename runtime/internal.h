@@ -92,7 +92,12 @@ typedef struct {
    * string: it pushes the read's results onto co and returns their count
    * (at least 1). The data is only valid during the call. */
   int (*deliver)(lua_State *co, void *ud, const char *data, size_t len);
-  void *ud;             /* deliver's; kept alive by the caller while parked */
+  /* When set, called with what is buffered while no match is complete: a
+   * nonzero return says those bytes can never begin one (HTTP's junk), and
+   * they are handed to deliver at once instead of waiting for more. */
+  int (*check)(void *ud, const char *data, size_t len);
+  void *ud;             /* deliver's and check's; kept alive by the caller
+                           while parked */
 } cs_read_t;
 
 /* Finds a complete match in data[0, len). Returns 1 and sets *take (bytes

@@ -126,6 +126,8 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
   cs_buf_t *b = &c->rbuf;
   size_t take = 0, skip = 0;
   int r = cs__match(&c->rreq, cs__buf_data(b), b->len, c->eof, &take, &skip);
+  if (r == 0 && c->rreq.check && b->len > 0 && c->rreq.check(c->rreq.ud, cs__buf_data(b), b->len))
+    r = 1, take = skip = b->len;
   if (r == 1) {
     int n = 1;
     if (c->rreq.deliver)

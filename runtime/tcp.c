@@ -7,6 +7,7 @@
  * be started again once start() has returned. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -101,12 +102,30 @@ static void server_notify_shutdown(cs_server_t *s, double grace) {
   }
 }
 
-/* Wakes the connections idle between requests with nil, "interrupted":
- * the protocol decides whether a request may still be on its way. */
+/* Whether bytes the peer sent wait in the kernel, not yet read. */
+static int conn_has_input(cs_conn_t *c) {
+  uv_os_fd_t fd;
+  int n = 0;
+  return uv_fileno(&c->u.handle, &fd) == 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+/* The drain's rule for connections idle between requests: one whose next
+ * request has begun to arrive (bytes in the kernel's receive queue when
+ * the drain begins) has that request read and served, with the time a
+ * request's head gets; every other one is woken with nil, "interrupted"
+ * and closed by its protocol before it has written a byte. A request that
+ * arrives later meets a closed connection, never half a response. */
 static void server_interrupt_idle(cs_server_t *s) {
-  for (cs_conn_t *c = s->conns; c; c = c->snext)
-    if (c->reader && c->rreq.idle)
+  for (cs_conn_t *c = s->conns; c; c = c->snext) {
+    if (!c->reader || !c->rreq.idle)
+      continue;
+    if (conn_has_input(c)) {
+      c->rreq.idle = 0;
+      cs__retime(c->reader, c->rreq.busy_timeout);
+    } else {
       cs__abort(c->reader, UV_EINTR);
+    }
+  }
 }
 
 void cs__server_shutdown(cs_server_t *s, double grace) {
@@ -151,7 +170,31 @@ static void server_push_field(cs_server_t *s, lua_State *L, const char *name) {
   lua_pop(L, 1);
 }
 
-/* A handler that returns or fails closes its connection. */
+/* The end of a connection's handler task (or of its onerror task): the
+ * connection closes, and the handler's reference to it goes. */
+static void server_conn_finish(cs_conn_t *c) {
+  c->handler = NULL;
+  cs__conn_close(c, CS_ECLOSED);
+  cs__conn_release(c);
+}
+
+static void server_onerror_done(cs_task_t *t, int ok) {
+  cs_conn_t *c = t->data;
+  if (!ok) {
+    lua_State *L = t->rt->L;
+    lua_pushvalue(L, -1);
+    cs__task_push_results(L); /* false, message */
+    cs__log(t->rt, CS_LOG_ERROR, "server onerror handler failed: %s", lua_tostring(L, -1));
+    lua_pop(L, 2);
+  }
+  server_conn_finish(c);
+}
+
+/* A handler that returns closes its connection. One that fails has its
+ * error (with the traceback) logged, or handed to the server's onerror:
+ * that runs as a task of its own, first in the queue, and the connection
+ * closes when it ends, so onerror may still do IO on it (tell the peer
+ * what went wrong, say). */
 static void server_handler_done(cs_task_t *t, int ok) {
   cs_conn_t *c = t->data;
   cs_server_t *s = c->server;
@@ -164,19 +207,19 @@ static void server_handler_done(cs_task_t *t, int ok) {
     server_push_field(s, L, "onerror");
     if (lua_isnil(L, -1)) {
       cs__log(rt, CS_LOG_ERROR, "connection handler failed: %s", lua_tostring(L, -2));
-      lua_pop(L, 1);
+      lua_pop(L, 3);
     } else {
-      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
       lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
-      if (lua_pcall(L, 2, 0, 0) != 0) {
-        cs__log(rt, CS_LOG_ERROR, "server onerror handler failed: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-      }
+      cs_task_t *e = cs__task_new(rt, L, 2, 1);
+      e->on_done = server_onerror_done;
+      e->data = c;
+      c->handler = e; /* a shutdown's grace covers it as it did the handler */
+      lua_pop(L, 2);
+      return;
     }
-    lua_pop(L, 2);
   }
-  cs__conn_close(c, CS_ECLOSED);
-  cs__conn_release(c);
+  server_conn_finish(c);
 }
 
 static void server_connection_cb(uv_stream_t *ls, int status) {

@@ -17,7 +17,7 @@ local function start_example(name, file)
 end
 
 local function connect(port)
-  return assert(coserve.connect("127.0.0.1", port, { timeout = 5 }))
+  return assert(coserve.connect("127.0.0.1", port, { timeout = 5, max_frame = 64 * 1024 * 1024 }))
 end
 
 -- Stops a child server the way an operator does, and checks it went.

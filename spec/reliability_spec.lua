@@ -5,7 +5,27 @@ local testing = require "coserve.testing"
 local proc = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
                     .. "support/process.lua")
 
+local http = require "coserve.http"
+local read_response = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+                             .. "support/http_response.lua")
+
 local run, serve, connect = testing.run, testing.server, testing.connect
+
+-- Runs fn(app, client) against an http.server with opts (port 0) whose
+-- routes are set up by routes(app); client is a raw connection to it.
+local function with_http(opts, routes, fn)
+  run(function()
+    opts.host, opts.port = "127.0.0.1", 0
+    local app = http.server(opts)
+    routes(app)
+    local task = coserve.spawn(function() assert(app:start()) end)
+    local c = assert(coserve.connect("127.0.0.1", app.port))
+    fn(app, c)
+    c:close()
+    app:shutdown()
+    assert(task:join(5))
+  end)
+end
 
 -- A peer in another process that answers one line and then keeps the
 -- connection open until it is killed. arg[1]: "tcp" or a unix path.
@@ -108,6 +128,188 @@ print(assert(c:receive()))
     it("receive('*a') under max_frame returns everything once the peer closes", function()
       assert.same({ ("w"):rep(1000) },
         handled(1024, function(conn) return conn:receive("*a") end, ("w"):rep(1000), true))
+    end)
+  end)
+
+  describe("2. bytes that cannot begin an HTTP request", function()
+    -- header_timeout is long and the client's read short: a 408 could
+    -- not arrive in time, only an answer given as the bytes came.
+    local function answered_at_once(bytes)
+      local status, rest
+      with_http({ header_timeout = 30 }, function(app)
+        app:route("GET", "/", function(_, res) res:send("hi") end)
+      end, function(_, c)
+        assert(c:send(bytes))
+        status = read_response(c)
+        rest = { c:receive("*a", 2) }
+      end)
+      assert.equal(400, status)
+      assert.same({ "" }, rest) -- and the server closed the connection
+    end
+
+    it("a TLS ClientHello on a plaintext port is answered 400 at once", function()
+      answered_at_once("\22\3\1\2\0\1\0\1\252\3\3" .. ("\171"):rep(32))
+    end)
+
+    it("binary junk is answered 400 at once", function()
+      answered_at_once("\0\1\2\255garbage")
+    end)
+
+    it("a bad request line is answered 400 before its head is complete", function()
+      answered_at_once("GET / FTP/1.1\r\n")
+    end)
+
+    it("a request that is only slow is still waited for", function()
+      with_http({ header_timeout = 30 }, function(app)
+        app:route("GET", "/", function(_, res) res:send("hi") end)
+      end, function(_, c)
+        assert(c:send("GET / HT"))
+        assert.same({ nil, "timeout", "" }, { c:receive("*l", 0.2) })
+        assert(c:send("TP/1.1\r\nHost: t\r\n\r\n"))
+        local status, _, body = read_response(c)
+        assert.equal(200, status)
+        assert.equal("hi", body)
+      end)
+    end)
+  end)
+
+  describe("3. a chunked body over max_body", function()
+    local function post_chunked(handler)
+      local status, body, closed
+      with_http({ max_body = 1000 }, function(app)
+        app:route("POST", "/", handler)
+      end, function(_, c)
+        assert(c:send("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+          "258\r\n" .. ("a"):rep(600) .. "\r\n258\r\n" .. ("b"):rep(600) .. "\r\n0\r\n\r\n"))
+        status, _, body = read_response(c)
+        closed = { c:receive("*a", 2) }
+      end)
+      return status, body, closed
+    end
+
+    it("is answered 413 when the handler uses req:body() without checking", function()
+      local status, _, closed = post_chunked(function(req, res)
+        local b = req:body()
+        res:send(200, {}, "len=" .. #b)
+      end)
+      assert.equal(413, status)
+      assert.same({ "" }, closed)
+    end)
+
+    it("is answered 413 even when the handler answers something else", function()
+      local sent
+      local status = post_chunked(function(req, res)
+        req:body()
+        sent = { res:send(200, {}, "ignored the error") }
+      end)
+      assert.equal(413, status)
+      assert.same({ nil, "response already sent" }, sent)
+    end)
+
+    it("a malformed chunk is answered 400 whatever the handler does", function()
+      local status
+      with_http({}, function(app)
+        app:route("POST", "/", function(req, res) res:send("len=" .. #req:body()) end)
+      end, function(_, c)
+        assert(c:send("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"))
+        status = read_response(c)
+      end)
+      assert.equal(400, status)
+    end)
+  end)
+
+  describe("9. a request on an idle keep-alive connection at the drain", function()
+    -- The rule: a request whose bytes reached the server's socket before
+    -- the drain began is served, with connection: close; a connection
+    -- with nothing received is closed before any byte of a response.
+    it("is served when it had arrived, however long the loop was busy", function()
+      with_http({}, function(app)
+        app:route("GET", "/", function(_, res) res:send("served") end)
+      end, function(app, c)
+        assert(c:send("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+        assert.equal(200, (read_response(c))) -- now idle, keep-alive
+        assert(c:send("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+        -- Keep the loop from reading it for longer than any grace guess.
+        local t = coserve.now() + 0.2
+        while coserve.now() < t do end
+        app:shutdown(5)
+        local status, headers, body = read_response(c)
+        assert.equal(200, status)
+        assert.equal("served", body)
+        assert.equal("close", headers.connection)
+      end)
+    end)
+
+    it("is closed without a byte when nothing had arrived", function()
+      with_http({}, function(app)
+        app:route("GET", "/", function(_, res) res:send("served") end)
+      end, function(app, c)
+        assert(c:send("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
+        assert.equal(200, (read_response(c)))
+        app:shutdown(5)
+        assert.same({ "" }, { c:receive("*a", 2) }) -- EOF, no byte
+      end)
+    end)
+  end)
+
+  describe("7. a server on a host name", function()
+    it("knows its port as soon as a task running start() has begun", function()
+      run(function()
+        local s = coserve.server{ host = "localhost", port = 0 }
+        s:handle(function(conn) conn:send("hi\n") end)
+        local task = coserve.spawn(function() return s:start() end)
+        assert.is_true(s.port > 0)
+        local c = assert(coserve.connect("localhost", s.port))
+        assert.equal("hi", c:receive())
+        c:close()
+        s:shutdown()
+        assert.same({ true, true }, { task:join(5) })
+      end)
+    end)
+
+    it("that does not resolve makes start() return nil, err", function()
+      run(function()
+        local s = coserve.server{ host = "no-such-host.invalid", port = 0 }
+        s:handle(function() end)
+        local ok, err = s:start()
+        assert.is_nil(ok)
+        assert.is_string(err)
+      end)
+    end)
+  end)
+
+  describe("8. onerror", function()
+    it("runs in a coroutine and may talk to the peer before the close", function()
+      run(function()
+        local seen = coserve.channel(1)
+        local s = serve(function(conn)
+          conn:receive()
+          error("boom")
+        end)
+        s:onerror(function(err, conn)
+          seen:push(err)
+          coserve.sleep(0.01) -- a wait: only a coroutine can do that
+          assert(conn:send("error: " .. err:match("boom") .. "\n"))
+        end)
+        local c = assert(connect(s))
+        c:send("go\n")
+        assert.equal("error: boom", c:receive(nil, 5))
+        assert.same({ "" }, { c:receive("*a", 5) }) -- then closed
+        assert.matches("boom.*stack traceback", seen:pop(1))
+        c:close()
+        s:shutdown()
+      end)
+    end)
+
+    it("that fails itself is logged, and the connection still closes", function()
+      run(function()
+        local s = serve(function() error("first") end)
+        s:onerror(function() error("second") end)
+        local c = assert(connect(s))
+        assert.same({ "" }, { c:receive("*a", 5) })
+        c:close()
+        s:shutdown()
+      end)
     end)
   end)
 end)

@@ -327,7 +327,7 @@ function M.connect(host, port, opts)
     key = host
     conn = pool_take(key)
     if conn then return conn end
-    conn, err = core.connect(host, nil, opts.timeout)
+    conn, err = core.connect(host, nil, opts.timeout, opts.max_frame)
   else
     opts = opts or {}
     if type(port) ~= "number" then error("bad argument #2 to 'connect' (port expected)", 2) end
@@ -339,7 +339,7 @@ function M.connect(host, port, opts)
     if not addrs then return nil, err end
     if #addrs == 0 then return nil, "host not found" end
     for i = 1, #addrs do
-      conn, err = core.connect(addrs[i], port, opts.timeout)
+      conn, err = core.connect(addrs[i], port, opts.timeout, opts.max_frame)
       if conn or err == "canceled" then break end
     end
   end
@@ -348,20 +348,37 @@ function M.connect(host, port, opts)
   return conn
 end
 
--- coserve.server(opts): a host name is resolved once, when start() runs.
+-- coserve.server(opts): a host name is resolved once. Inside a coroutine
+-- that happens here, so that start() binds before its first wait: the port
+-- is known as soon as a task running start() has begun. Outside one (or
+-- when that lookup failed), start() resolves it.
 local server_methods = core.server_methods
 local raw_start = server_methods.start
 
+local function resolve_host(server)
+  local addrs, err = core.resolve(server.host)
+  if not addrs then return nil, err end
+  if #addrs == 0 then return nil, "host not found" end
+  server:_sethost(addrs[1])
+  return true
+end
+
+local function needs_resolving(server)
+  return not server.is_unix and not is_literal(server.host)
+end
+
 function server_methods.start(self)
-  local host = self.host
-  if not self.is_unix and not is_literal(host) then
-    local addrs, err = core.resolve(host)
-    if not addrs then return nil, err end
-    self:_sethost(addrs[1])
+  if needs_resolving(self) then
+    local ok, err = resolve_host(self)
+    if not ok then return nil, err end
   end
   return raw_start(self)
 end
 
-M.server = core.server
+function M.server(opts)
+  local server = core.server(opts)
+  if needs_resolving(server) and current() then resolve_host(server) end
+  return server
+end
 
 return M

@@ -213,11 +213,13 @@ static int lserver_index(lua_State *L) {
   return 0;
 }
 
-/* core.connect(ip_or_unix_path, port, timeout) -> conn | nil, err */
+/* core.connect(ip_or_unix_path, port, timeout [, max_frame]) -> conn | nil, err */
 static int lcore_connect(lua_State *L) {
   cs_runtime_t *rt = cs__runtime_get(L);
   const char *host = luaL_checkstring(L, 1);
   double timeout = luaL_optnumber(L, 3, 60);
+  lua_Number max_frame = luaL_optnumber(L, 4, 0);
+  luaL_argcheck(L, max_frame >= 0, 4, "max_frame must not be negative");
   cs__task_current(L, "coserve.connect");
   struct sockaddr_storage ss;
   const char *path = NULL;
@@ -232,6 +234,8 @@ static int lcore_connect(lua_State *L) {
   cs_conn_t *c = cs__conn_new(rt, path ? CS_CONN_PIPE : CS_CONN_TCP);
   if (c == NULL)
     return cs__push_error(L, UV_ENOMEM);
+  if (max_frame > 0)
+    c->max_frame = (size_t)max_frame;
   /* The object exists from the start so that a failed connect is closed
    * through the same path as any other connection. */
   cs__conn_push(L, c);

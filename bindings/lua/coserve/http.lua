@@ -107,12 +107,15 @@ end
 
 -- A message body being read (a request's, or a client's response's):
 -- conn, parser, kind ("length", "chunked" or "eof"), received, max,
--- timeout, done, err ("too large", "bad", or the read's error) and expect
--- (a 100 Continue is owed before the first read).
-local function body_state(conn, parser, kind, max, timeout, expect)
+-- timeout, done, err ("too large", "bad", or the read's error), expect
+-- (a 100 Continue is owed before the first read) and res (a server's
+-- response, answered at once when the body turns out too large or bad).
+local function body_state(conn, parser, kind, max, timeout, expect, res)
   return { conn = conn, parser = parser, kind = kind, received = 0, max = max,
-           timeout = timeout, done = false, err = false, expect = expect }
+           timeout = timeout, done = false, err = false, expect = expect, res = res or false }
 end
+
+local refuse_body -- (b, code): defined with the responses below
 
 -- Reads the next piece of the body from the connection: the parser takes
 -- only the bytes of this message, so a pipelined request stays buffered.
@@ -137,12 +140,14 @@ local function read_body_piece(b)
     local data, used, complete = read_body(b.parser, bytes)
     if not data then
       b.done, b.err = true, "bad"
+      refuse_body(b, 400)
       return nil, used
     end
     consume(conn, used)
     b.received = b.received + #data
     if b.received > b.max then
       b.done, b.err = true, "too large"
+      refuse_body(b, 413)
       return nil, "too large"
     end
     if complete then b.done = true end
@@ -335,6 +340,18 @@ local function plain(res, code)
   res:send(code, PLAIN, STATUS[code] .. "\n")
 end
 
+-- A request body over max_body (announced or grown) or malformed is the
+-- server's to answer, whatever the handler then does with read's error:
+-- the status goes out now, unless the handler has begun a response, and
+-- the handler's own response then finds it sent ("response already sent").
+function refuse_body(b, code)
+  local res = b.res
+  if res and not res._sent then
+    res._keep_alive = false
+    plain(res, code)
+  end
+end
+
 local NO_PARAMS = setmetatable({}, { __newindex = function() error("params are read-only") end })
 
 local function find_route(app, method, path)
@@ -422,13 +439,9 @@ local function serve_connection(app, conn)
     local max, timeout = app.max_header, app.header_timeout
     local method, url, version, keep_alive, body, length =
       read_head(parser, conn, max, timeout, false, first and timeout or app.keepalive_timeout)
-    if method == nil and url == "interrupted" then
-      -- A drain began while this connection was idle. A request its
-      -- client had already sent is still answered (with connection:
-      -- close): closing on it would turn into an error at the client.
-      method, url, version, keep_alive, body, length =
-        read_head(parser, conn, max, timeout, false, 0.05)
-    end
+    -- "interrupted": a drain began while this connection was idle and
+    -- nothing of a next request had come (the server serves one that had:
+    -- see server_interrupt_idle), so it closes without a byte.
     if not method then
       if method == false then refuse(conn, url == "too many headers" and 431 or 400)
       elseif url == "too large" then refuse(conn, 431)
@@ -452,7 +465,7 @@ local function serve_connection(app, conn)
     else
       if body ~= "none" then
         req._in = body_state(conn, parser, body, app.max_body, app.read_timeout,
-          version == "1.1" and lower(req.headers.expect or "") == "100-continue")
+          version == "1.1" and lower(req.headers.expect or "") == "100-continue", res)
       end
       again = handle_request(app, req, res)
     end
