@@ -248,7 +248,10 @@ describe("faults under load", function()
         assert(proc.poll(15, function() return stats.shed >= 200 and stats.served >= 100 end),
           "no sustained EMFILE: " .. stats.served .. " served, " .. stats.shed .. " shed")
         -- Over 3 s of it, the server's CPU time stays a fraction of the
-        -- wall time: a listener spinning on EMFILE would use all of it.
+        -- wall time: a listener spinning on EMFILE would use all it can
+        -- get, and on a 2-core machine shared with other work (this spec's
+        -- own clients included) a busy loop measured 40 % and more, so the
+        -- bound is a quarter. Shedding costs the server about 5 %.
         local shed0, cpu0, t0 = stats.shed, cpu_seconds(p.pid), coserve.now()
         coserve.sleep(3)
         cpu, wall = cpu_seconds(p.pid) - cpu0, coserve.now() - t0
@@ -262,7 +265,7 @@ describe("faults under load", function()
            cpu, wall, 100 * cpu / wall)
       assert.is_true(shed_in_window >= 100,
         "EMFILE was not sustained while the CPU was measured: " .. shed_in_window .. " shed")
-      assert.is_true(cpu < 0.5 * wall, ("the server used %.2f s of CPU in %.2f s at EMFILE"):format(cpu, wall))
+      assert.is_true(cpu < 0.25 * wall, ("the server used %.2f s of CPU in %.2f s at EMFILE"):format(cpu, wall))
       -- The connections it had were served throughout.
       assert.is_true(stats.served >= 100 and stats.served < CLIENTS, stats.served .. " served")
       assert.is_true(stats.pings > 0, "no ping answered")
