@@ -631,7 +631,7 @@ local csv = { "time_s,target,role,pid,rss_kb,fds,phase" }
 local series, order = {}, {}
 for _, s in ipairs(samples) do
   csv[#csv + 1] = ("%.1f,%s,%s,%d,%d,%d,%s"):format(s.time, s.target, s.role, s.pid, s.rss, s.fds or -1, s.phase)
-  local key = s.target .. " " .. s.role
+  local key = s.target == "single" and "one process" or ("-w 2 " .. s.role:gsub("worker", "worker "))
   if not series[key] then series[key] = {}; order[#order + 1] = key end
   table.insert(series[key], ("%.1f %.2f"):format(math.max(s.time, 0) / 60, s.rss / 1024))
 end
@@ -645,7 +645,7 @@ end
 proc.write(OUT .. "/rss.gp", ([[
 set terminal svg size 800,420 dynamic font "sans,12" background "white"
 set output ARG1
-set title "coserve RSS under %g minutes of mixed load (scripts/soak)"
+set title "coserve RSS, %g-minute mixed load (scripts/soak)"
 set xlabel "minutes"
 set ylabel "RSS (MB)"
 set key outside right
