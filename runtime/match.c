@@ -32,7 +32,7 @@ static int match_until(const cs_read_t *r, const char *data, size_t len, size_t 
                        size_t *skip) {
   const char *d = match_mem(data, len, r->delim, r->delim_len);
   if (d == NULL)
-    return len > r->max + r->delim_len ? CS_ETOOLARGE : 0;
+    return len > r->delim_len && len - r->delim_len > r->max ? CS_ETOOLARGE : 0;
   size_t n = (size_t)(d - data);
   if (n > r->max)
     return CS_ETOOLARGE;
@@ -69,7 +69,7 @@ static int match_frame(const cs_read_t *r, const char *data, size_t len, size_t 
   if (len < hdr)
     return 0;
   uint64_t body = frame_length(f, (const unsigned char *)data + f->len_offset);
-  if (body > r->max || f->body_offset + body > r->max)
+  if (body > r->max || f->body_offset > r->max - body) /* no overflow near SIZE_MAX */
     return CS_ETOOLARGE;
   size_t n = f->body_offset + (size_t)body;
   if (len < n)

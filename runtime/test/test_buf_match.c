@@ -76,6 +76,25 @@ int main(void) {
   const char lef[] = {3, 0, 0, 0, 'x', 'y', 'z'};
   CHECK(cs__match(&leframe, lef, 7, 0, &take, &skip) == 1 && take == 7);
 
+  /* Near SIZE_MAX (max_frame = 2^64 - 2048, the largest Lua number below
+   * 2^64) the limits must not overflow: a u64 length that wraps around
+   * with body_offset is too large, not a 16-byte frame (found by
+   * fuzz/match_frame), and a long delimiter does not turn every chunk
+   * into "too large". */
+  size_t huge = (size_t)-1 - 2047;
+  cs_framing_t wrap = {.kind = CS_FRAME_LENGTH, .len_size = 8, .len_big_endian = 1,
+                       .body_offset = 4096};
+  cs_read_t wframe = {.kind = CS_READ_FRAME, .framing = &wrap, .max = huge};
+  /* body = 2^64 - 4080: body_offset + body wraps to 16. */
+  const char wrapf[16] = {-1, -1, -1, -1, -1, -1, -16, 16, 'p', 'a', 'y', 'l', 'o', 'a', 'd', '!'};
+  CHECK(cs__match(&wframe, wrapf, 16, 0, &take, &skip) == CS_ETOOLARGE);
+  static char longdelim[3000], chunk[1000];
+  memset(longdelim, '-', sizeof longdelim);
+  memset(chunk, 'a', sizeof chunk);
+  cs_read_t wuntil = {.kind = CS_READ_UNTIL, .delim = longdelim,
+                      .delim_len = sizeof longdelim, .max = huge};
+  CHECK(cs__match(&wuntil, chunk, sizeof chunk, 0, &take, &skip) == 0);
+
   /* "*a" matches only at EOF; any hands out at most n. */
   cs_read_t all = {.kind = CS_READ_ALL, .max = SIZE_MAX};
   CHECK(cs__match(&all, "abc", 3, 0, &take, &skip) == 0);
