@@ -16,8 +16,8 @@
 -- Every few seconds it samples VmRSS and the open descriptors of every
 -- process (the master and each worker included) into OUTDIR/samples.csv.
 -- It fails (exit 1, one line saying why) if a process's RSS grows by more
--- than 5 % from the end of the warm-up (the first 20 % of the run) to the
--- end, if a process has more descriptors once the load has stopped and its
+-- than 5 % from the end of the warm-up (the first 20 % of the run, at least
+-- 15 s) to the end (each the median of three samples), if a process has more descriptors once the load has stopped and its
 -- clients are gone than before the load began, if a process died, or if a
 -- kind of load served nothing or failed more than 1 % of its attempts.
 local coserve = require "coserve"
@@ -32,7 +32,10 @@ local OUT = arg[2] or (ROOT .. "/build-soak/soak")
 local BIN = os.getenv("SOAK_BIN") or (ROOT .. "/build-soak/coserve")
 local APP = os.getenv("SOAK_APP") or (ROOT .. "/scripts/soak_app.lua")
 local DURATION = MINUTES * 60
-local WARMUP = 0.2 * DURATION
+-- The warm-up is the first 20 % of the run, and at least 15 s (half of a
+-- very short run): RSS climbs to its plateau in the first 5-10 s of load on
+-- a busy 2-core machine, as LuaJIT's heap and malloc's arenas grow to fit it.
+local WARMUP = math.max(0.2 * DURATION, math.min(15, 0.5 * DURATION))
 local INTERVAL = DURATION >= 600 and 5 or 2
 local RSS_LIMIT = 0.05
 local ERROR_LIMIT = 0.01
@@ -461,6 +464,11 @@ say("%g min against one process and coserve -w 2 (%s), samples every %d s, warm-
 local targets = { start_target("single"), start_target("w2", 2) }
 for _, t in ipairs(targets) do t.counts = new_counts() end
 
+-- samples.csv is written as the samples are taken, so that a run that is
+-- stopped early still leaves its curve.
+local csv = assert(io.open(OUT .. "/samples.csv", "w"))
+csv:write("time_s,target,role,pid,rss_kb,fds,phase\n")
+csv:flush()
 local samples, t0 = {}, coserve.now()
 local function sample(phase)
   local now = coserve.now() - t0
@@ -470,9 +478,11 @@ local function sample(phase)
       if rss then
         samples[#samples + 1] = { time = now, target = t.name, role = p.role, pid = p.pid,
                                   rss = rss, fds = fds, phase = phase }
+        csv:write(("%.1f,%s,%s,%d,%d,%d,%s\n"):format(now, t.name, p.role, p.pid, rss, fds or -1, phase))
       end
     end
   end
+  csv:flush()
 end
 
 -- The descriptors before any load: the listening sockets, the loop's own.
@@ -626,16 +636,14 @@ for _, t in ipairs(targets) do
   t.p:stop()
 end
 
--- samples.csv, one data file per process for gnuplot, and summary.txt.
-local csv = { "time_s,target,role,pid,rss_kb,fds,phase" }
+-- One data file per process for gnuplot, and summary.txt.
+csv:close()
 local series, order = {}, {}
 for _, s in ipairs(samples) do
-  csv[#csv + 1] = ("%.1f,%s,%s,%d,%d,%d,%s"):format(s.time, s.target, s.role, s.pid, s.rss, s.fds or -1, s.phase)
   local key = s.target == "single" and "one process" or ("-w 2 " .. s.role:gsub("worker", "worker "))
   if not series[key] then series[key] = {}; order[#order + 1] = key end
   table.insert(series[key], ("%.1f %.2f"):format(math.max(s.time, 0) / 60, s.rss / 1024))
 end
-proc.write(OUT .. "/samples.csv", table.concat(csv, "\n") .. "\n")
 local plots = {}
 for i, key in ipairs(order) do
   local file = ("%s/rss-%d.dat"):format(OUT, i)
