@@ -17,9 +17,10 @@
 -- process (the master and each worker included) into OUTDIR/samples.csv.
 -- It fails (exit 1, one line saying why) if a process's RSS grows by more
 -- than 5 % from the end of the warm-up (the first 20 % of the run, at least
--- 15 s) to the end (each the median of three samples), if a process has more descriptors once the load has stopped and its
--- clients are gone than before the load began, if a process died, or if a
--- kind of load served nothing or failed more than 1 % of its attempts.
+-- 15 s) to the end (each the median of three samples), if a process has
+-- more descriptors once the load has stopped and its clients are gone than
+-- before the load began, if a process died, or if a kind of load served
+-- nothing or failed more than 1 % of its attempts.
 local coserve = require "coserve"
 local ffi = require "ffi"
 local bit = require "bit"
