@@ -18,6 +18,7 @@
 #define CS_EBUSY (-40004)     /* another coroutine waits on that direction: "busy" */
 
 #define CS_SCRATCH_SIZE 65536
+#define CS_SEND_BUFFER (1024 * 1024) /* send_buffer's default */
 
 #define CS_TASK_MT "coserve.task"
 #define CS_CONN_MT "coserve.conn"
@@ -133,6 +134,8 @@ struct cs_runtime_s {
   uv_check_t check;      /* drains the ready queue after each poll */
   uv_idle_t idle;        /* keeps poll from blocking while tasks are ready */
   cs_server_t *servers;  /* servers that are listening or draining */
+  cs_conn_t *flushing;   /* closed connections whose send buffer drains */
+  uv_timer_t flush_timer; /* closes those past their send_timeout */
   double next_conn_id;
   cs_log_level_t log_level;
   int worker_id;         /* 1..N under a master, 0 alone */
@@ -289,6 +292,11 @@ struct cs_conn_s {
   uv_write_t wreq;
   int wref;              /* anchors the strings of the write in flight */
   size_t wtotal;
+  size_t send_buffer;    /* the most bytes of copies held for a slow peer */
+  size_t wqueued;        /* bytes of copies being written (see stream.c) */
+  int werr;              /* sticky error of a write nobody waited for */
+  uint64_t flush_deadline; /* flushing: loop ms when it gives up */
+  cs_conn_t *fnext, *fprev; /* rt->flushing */
   /* connecting */
   uv_connect_t creq;
   cs_wait_t cwait;
@@ -302,7 +310,7 @@ struct cs_conn_s {
   const cs_framing_t *framing; /* the server's, for recv() */
   int refs;              /* the handle, and a server handler until it ends */
   int box_ref;           /* a server connection anchors its Lua object */
-  unsigned type : 1, reading : 1, eof : 1, closing : 1, pooled : 1;
+  unsigned type : 1, reading : 1, eof : 1, closing : 1, pooled : 1, flushing : 1;
 };
 
 typedef struct cs_connbox_s {
@@ -314,8 +322,14 @@ cs_conn_t *cs__conn_new(cs_runtime_t *rt, cs_conn_type_t type);
 /* [-0, +1] pushes the connection's Lua object, creating it once. */
 void cs__conn_push(lua_State *L, cs_conn_t *c);
 /* The one close path: wakes parked readers/writers with err, cancels the
- * connection's tasks, closes the handle; memory goes in the close callback. */
+ * connection's tasks, closes the handle; memory goes in the close callback.
+ * Bytes still in the send buffer are written first, for at most the
+ * connection's send timeout; cs__conn_abort closes without waiting for
+ * them (and cuts short a flush under way). */
 void cs__conn_close(cs_conn_t *c, int err);
+void cs__conn_abort(cs_conn_t *c, int err);
+/* Gives up flushes past their deadline (the runtime's flush timer). */
+void cs__conn_flush_timeout(uv_timer_t *timer);
 
 /* Reads and writes as lua_CFunction bodies: L is the caller's coroutine,
  * the results are pushed (or the task parks). */
@@ -369,6 +383,7 @@ struct cs_server_s {
   int max_connections;
   double read_timeout, send_timeout, idle_timeout;
   size_t max_frame;
+  size_t send_buffer;
   unsigned listening : 1;
 };
 

@@ -35,6 +35,9 @@ static cs_runtime_t *runtime_create(lua_State *L) {
   rt->next_conn_id = 1;
   rt->notify_fd = -1;
   cs__sched_init(rt);
+  uv_timer_init(&rt->loop, &rt->flush_timer);
+  uv_unref((uv_handle_t *)&rt->flush_timer);
+  rt->flush_timer.data = rt;
   cs__activation_init(rt);
   return rt;
 }

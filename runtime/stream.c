@@ -6,11 +6,15 @@
  * connection's own buffer. Reading pauses when nobody reads and
  * CONN_HIGH_WATER bytes are buffered, so a peer cannot make us buffer more.
  *
- * Writing never copies: uv_try_write hands what the kernel takes at once;
- * the rest is written from the caller's strings (anchored in the registry)
- * while the caller parks. So `send` returns once the kernel has every byte,
- * and a peer that stops reading holds nothing of ours but the string being
- * sent. */
+ * Writing: uv_try_write hands what the kernel takes at once. The rest is
+ * copied into the connection's send buffer and `send` returns, as long as
+ * the copies being written stay within send_buffer bytes (SPEC §3); past
+ * that, the caller parks while the rest is written from its own strings
+ * (anchored in the registry), uncopied. So a peer that stops reading holds
+ * at most send_buffer bytes of ours, plus the string of a parked send.
+ * libuv writes requests in order and uv_try_write declines while any are
+ * queued, so bytes leave in the order they were sent. A close writes what
+ * is still buffered first, for at most the send timeout. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +61,7 @@ cs_conn_t *cs__conn_new(cs_runtime_t *rt, cs_conn_type_t type) {
   c->cwait.abort = connect_abort;
   c->read_timeout = c->send_timeout = 60;
   c->max_frame = 2 * 1024 * 1024;
+  c->send_buffer = CS_SEND_BUFFER;
   c->last_io = uv_now(&rt->loop);
   rt->nconns++;
   return c;
@@ -89,10 +94,61 @@ static void conn_unpark(cs_task_t **slot, int err) {
   cs__wake(t, cs__push_error(t->co, err));
 }
 
-void cs__conn_close(cs_conn_t *c, int err) {
+static void conn_flush_end(cs_conn_t *c) {
+  cs_runtime_t *rt = c->rt;
+  c->flushing = 0;
+  if (c->fprev)
+    c->fprev->fnext = c->fnext;
+  else
+    rt->flushing = c->fnext;
+  if (c->fnext)
+    c->fnext->fprev = c->fprev;
+  if (rt->flushing == NULL)
+    uv_timer_stop(&rt->flush_timer);
+  uv_close(&c->u.handle, conn_close_cb);
+}
+
+/* A closed connection's buffered bytes still go out: the handle closes
+ * when the last of them is written, on a write error, or send_timeout
+ * seconds from now, whichever comes first. Meanwhile it keeps the loop
+ * alive, so a script that sent and returned still delivers. */
+static void conn_flush_start(cs_conn_t *c) {
+  cs_runtime_t *rt = c->rt;
+  uint64_t now = uv_now(&rt->loop);
+  c->flushing = 1;
+  c->flush_deadline = c->send_timeout < 0 ? UINT64_MAX
+                                           : now + (uint64_t)(c->send_timeout * 1000.0);
+  c->fprev = NULL;
+  c->fnext = rt->flushing;
+  if (rt->flushing)
+    rt->flushing->fprev = c;
+  rt->flushing = c;
+  if (!uv_is_active((uv_handle_t *)&rt->flush_timer))
+    uv_timer_start(&rt->flush_timer, cs__conn_flush_timeout, 100, 100);
+  if (c->reading) {
+    uv_read_stop(&c->u.stream);
+    c->reading = 0;
+  }
+  uv_ref(&c->u.handle);
+}
+
+void cs__conn_flush_timeout(uv_timer_t *timer) {
+  cs_runtime_t *rt = timer->data;
+  uint64_t now = uv_now(&rt->loop);
+  cs_conn_t *next;
+  for (cs_conn_t *c = rt->flushing; c; c = next) {
+    next = c->fnext;
+    if (now >= c->flush_deadline)
+      conn_flush_end(c);
+  }
+}
+
+static void conn_close(cs_conn_t *c, int err, int may_flush) {
   if (c->closing)
     return;
   c->closing = 1;
+  /* Only whole sends are flushed: a parked one is cut, and so the stream. */
+  int flush = may_flush && c->wqueued > 0 && c->writer == NULL && c->werr == 0;
   if (c->reader) {
     /* A parked reader gets what arrived as partial data, as on a timeout. */
     cs_task_t *t = c->reader;
@@ -114,7 +170,19 @@ void cs__conn_close(cs_conn_t *c, int err) {
     c->box->c = NULL;
     c->box = NULL;
   }
-  uv_close(&c->u.handle, conn_close_cb);
+  if (flush)
+    conn_flush_start(c);
+  else
+    uv_close(&c->u.handle, conn_close_cb);
+}
+
+void cs__conn_close(cs_conn_t *c, int err) { conn_close(c, err, 1); }
+
+void cs__conn_abort(cs_conn_t *c, int err) {
+  if (c->flushing)
+    conn_flush_end(c);
+  else
+    conn_close(c, err, 0);
 }
 
 /* ---- reading ---- */
@@ -144,7 +212,7 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
     c->reader = NULL;
     conn_update_ref(c);
     if (!c->rreq.keep_open)
-      cs__conn_close(c, CS_ECLOSED);
+      cs__conn_abort(c, CS_ECLOSED);
     return cs__push_error(co, r);
   }
   if (c->eof || c->err) {
@@ -230,7 +298,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (cs__buf_own(&c->rbuf) != 0) {
-    cs__conn_close(c, UV_ENOMEM);
+    cs__conn_abort(c, UV_ENOMEM);
     return;
   }
   if (c->reader == NULL && c->reading && c->rbuf.len >= CONN_HIGH_WATER) {
@@ -285,7 +353,8 @@ int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout
  * or an error when it cannot be pooled (or, leaving, is no longer usable). */
 int cs__conn_pool(cs_conn_t *c, int on) {
   if (on) {
-    if (c->closing || c->reader || c->writer || c->rbuf.len > 0 || c->eof || c->err)
+    if (c->closing || c->reader || c->writer || c->wqueued || c->rbuf.len > 0 || c->eof ||
+        c->err)
       return CS_ECLOSED;
     if (!c->reading) {
       int rc = uv_read_start(&c->u.stream, conn_alloc_cb, conn_read_cb);
@@ -331,7 +400,7 @@ static void conn_write_cb(uv_write_t *req, int status) {
 static int write_abort(cs_wait_t *w, lua_State *co, int err) {
   cs_conn_t *c = (cs_conn_t *)((char *)w - offsetof(cs_conn_t, wwait));
   c->writer = NULL;
-  cs__conn_close(c, CS_ECLOSED);
+  cs__conn_abort(c, CS_ECLOSED);
   return cs__push_error(co, err);
 }
 
@@ -364,6 +433,61 @@ static int conn_try_write(cs_conn_t *c, const uv_buf_t *iov, int cnt, size_t tot
   return n;
 }
 
+/* A copy of sent bytes the kernel did not take, being written. */
+typedef struct {
+  uv_write_t req;
+  cs_conn_t *c;
+  size_t len;
+  char data[];
+} conn_chunk_t;
+
+static void chunk_write_cb(uv_write_t *req, int status) {
+  conn_chunk_t *k = req->data;
+  cs_conn_t *c = k->c;
+  c->wqueued -= k->len;
+  free(k);
+  if (status == 0)
+    c->last_io = uv_now(&c->rt->loop);
+  else if (c->werr == 0)
+    c->werr = status; /* the next send reports it */
+  if (c->flushing && (c->wqueued == 0 || status < 0))
+    conn_flush_end(c);
+}
+
+/* Copies iov's bytes past the first `done` into the send buffer and
+ * writes them, when they fit in it. Returns 1 when it did, 0 when they do
+ * not fit (the caller parks instead), or an error. */
+static int conn_buffer_rest(cs_conn_t *c, const uv_buf_t *iov, int cnt, size_t done,
+                            size_t total) {
+  size_t len = total - done;
+  if (len > c->send_buffer - c->wqueued)
+    return 0;
+  conn_chunk_t *k = malloc(sizeof *k + len);
+  if (k == NULL)
+    return UV_ENOMEM;
+  char *p = k->data;
+  for (int i = 0; i < cnt; i++) {
+    if (done >= iov[i].len) {
+      done -= iov[i].len;
+      continue;
+    }
+    memcpy(p, iov[i].base + done, iov[i].len - done);
+    p += iov[i].len - done;
+    done = 0;
+  }
+  k->req.data = k;
+  k->c = c;
+  k->len = len;
+  uv_buf_t b = uv_buf_init(k->data, (unsigned)len);
+  int rc = uv_write(&k->req, &c->u.stream, &b, 1, chunk_write_cb);
+  if (rc < 0) {
+    free(k);
+    return rc;
+  }
+  c->wqueued += len;
+  return 1;
+}
+
 /* [-1, +0|1|2] Writes the rest of iov, past the first `done` bytes, and
  * parks t until it is written; the value on top of L, which holds those
  * bytes, is anchored meanwhile. */
@@ -394,6 +518,8 @@ int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
   cs_task_t *t = cs__task_current(L, fname);
   if (c->writer)
     return cs__push_error(L, CS_EBUSY);
+  if (c->werr)
+    return cs__push_error(L, c->werr);
   uv_buf_t stack_iov[CONN_IOV_STACK];
   uv_buf_t *iov = stack_iov;
   size_t total = 0;
@@ -421,11 +547,14 @@ int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
   int n = conn_try_write(c, iov, cnt, total);
   if (n < 0)
     return cs__push_error(L, n);
+  if ((size_t)n < total)
+    n = conn_buffer_rest(c, iov, cnt, (size_t)n, total) == 1 ? (int)total : n;
   if ((size_t)n == total) {
     lua_pushnumber(L, (double)total);
     return 1;
   }
-  /* The kernel is full. A table is copied: the caller may change it. */
+  /* The kernel and the send buffer are full: the caller parks. A table is
+   * copied: the caller may change it meanwhile. */
   if (lua_type(L, idx) == LUA_TTABLE) {
     lua_createtable(L, cnt, 0);
     for (int i = 1; i <= cnt; i++) {
@@ -443,10 +572,14 @@ int cs__conn_write_bytes(lua_State *L, cs_conn_t *c, const char *data, size_t le
   cs_task_t *t = cs__task_current(L, fname);
   if (c->writer)
     return cs__push_error(L, CS_EBUSY);
+  if (c->werr)
+    return cs__push_error(L, c->werr);
   uv_buf_t iov = uv_buf_init((char *)data, (unsigned)len);
   int n = conn_try_write(c, &iov, 1, len);
   if (n < 0)
     return cs__push_error(L, n);
+  if ((size_t)n < len)
+    n = conn_buffer_rest(c, &iov, 1, (size_t)n, len) == 1 ? (int)len : n;
   if ((size_t)n == len) {
     lua_pushnumber(L, (double)len);
     return 1;

@@ -69,8 +69,9 @@ void cs__server_conn_gone(cs_server_t *s, cs_conn_t *c) {
  * waiting on something else than its connection must unwind too. */
 static void server_close_all(cs_server_t *s) {
   for (cs_conn_t *c = s->conns; c; c = c->snext) {
-    /* Close first, so that a wait on the connection reads "closed". */
-    cs__conn_close(c, CS_ECLOSED);
+    /* Close first, so that a wait on the connection reads "closed"; the
+     * grace is over, so a send buffer is not flushed either. */
+    cs__conn_abort(c, CS_ECLOSED);
     if (c->handler)
       cs__task_cancel(c->handler);
   }
@@ -256,6 +257,7 @@ static void server_connection_cb(uv_stream_t *ls, int status) {
   c->read_timeout = s->read_timeout;
   c->send_timeout = s->send_timeout;
   c->max_frame = s->max_frame;
+  c->send_buffer = s->send_buffer;
   c->framing = s->framing.kind == CS_FRAME_NONE ? NULL : &s->framing;
   if (!s->is_unix)
     uv_tcp_nodelay(&c->u.tcp, 1);

@@ -312,4 +312,68 @@ print(assert(c:receive()))
       end)
     end)
   end)
+
+  describe("5. send_buffer", function()
+    local function rss_kib()
+      return tonumber(proc.read("/proc/self/status"):match("VmRSS:%s*(%d+)"))
+    end
+
+    -- A handler sends 100 MiB in 64 KiB pieces to a peer that never
+    -- reads: what it got through before its send timed out, and how far
+    -- the process's RSS grew meanwhile.
+    local function stalled_peer(send_buffer)
+      local r
+      run(function()
+        local done = coserve.channel(1)
+        local s = serve(function(conn)
+          local piece, sent, rss0 = ("x"):rep(65536), 0, rss_kib()
+          for _ = 1, 1600 do
+            local n, err = conn:send(piece)
+            if not n then return done:push({ sent = sent, err = err, grew = rss_kib() - rss0 }) end
+            sent = sent + n
+          end
+          done:push({ sent = sent, err = "all sent", grew = rss_kib() - rss0 })
+        end, { send_buffer = send_buffer, send_timeout = 0.5 })
+        local c = assert(connect(s))
+        r = done:pop(20)
+        c:close()
+        s:shutdown()
+      end)
+      return r
+    end
+
+    it("bounds what a peer that stops reading makes the server hold", function()
+      collectgarbage()
+      local r = stalled_peer(1024 * 1024)
+      assert.equal("timeout", r.err) -- send parked, then timed out
+      assert.is_true(r.sent < 100 * 1024 * 1024)
+      -- The kernel's socket buffers plus 1 MiB of ours, not 100 MiB.
+      assert.is_true(r.grew < 16 * 1024, ("RSS grew by %d KiB"):format(r.grew))
+    end)
+
+    it("is what sends may run ahead of a slow peer before they park", function()
+      local none, four = stalled_peer(0), stalled_peer(4 * 1024 * 1024)
+      -- Before this, send_buffer was accepted and ignored: both were equal.
+      local ahead = four.sent - none.sent
+      assert.is_true(ahead >= 4 * 1024 * 1024 - 65536 and ahead <= 4 * 1024 * 1024 + 65536,
+        ("4 MiB send buffer let sends run %d bytes ahead"):format(ahead))
+    end)
+
+    it("is flushed before a closing connection goes, for a script that sent and returned", function()
+      local got = coserve.channel(1)
+      local payload = ("p"):rep(3 * 1024 * 1024)
+      run(function()
+        local s = serve(function(conn)
+          local sent = assert(conn:send(payload)) -- buffered: returns at once
+          assert.equal(#payload, sent)
+        end, { send_buffer = 8 * 1024 * 1024 })
+        local c = assert(connect(s, { max_frame = 8 * 1024 * 1024 }))
+        coserve.sleep(0.1) -- the handler has returned: its connection is closing
+        got:push(c:receive("*a", 5))
+        c:close()
+        s:shutdown()
+      end)
+      assert.equal(#payload, #got:pop(0))
+    end)
+  end)
 end)

@@ -327,7 +327,7 @@ function M.connect(host, port, opts)
     key = host
     conn = pool_take(key)
     if conn then return conn end
-    conn, err = core.connect(host, nil, opts.timeout, opts.max_frame)
+    conn, err = core.connect(host, nil, opts.timeout, opts.max_frame, opts.send_buffer)
   else
     opts = opts or {}
     if type(port) ~= "number" then error("bad argument #2 to 'connect' (port expected)", 2) end
@@ -339,7 +339,7 @@ function M.connect(host, port, opts)
     if not addrs then return nil, err end
     if #addrs == 0 then return nil, "host not found" end
     for i = 1, #addrs do
-      conn, err = core.connect(addrs[i], port, opts.timeout, opts.max_frame)
+      conn, err = core.connect(addrs[i], port, opts.timeout, opts.max_frame, opts.send_buffer)
       if conn or err == "canceled" then break end
     end
   end

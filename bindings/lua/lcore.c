@@ -113,9 +113,10 @@ static int lcore_exiting(lua_State *L) {
 }
 
 static void count_handle(uv_handle_t *h, void *arg) {
-  /* The scheduler's own check/idle handles are not the user's. */
+  /* The runtime's own check, idle and flush timer are not the user's. */
   cs_runtime_t *rt = h->loop->data;
-  if (h == (uv_handle_t *)&rt->check || h == (uv_handle_t *)&rt->idle)
+  if (h == (uv_handle_t *)&rt->check || h == (uv_handle_t *)&rt->idle ||
+      h == (uv_handle_t *)&rt->flush_timer)
     return;
   if (!uv_is_closing(h))
     (*(int *)arg)++;

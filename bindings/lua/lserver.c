@@ -123,7 +123,7 @@ static int lserver_new(lua_State *L) {
   s->send_timeout = opt_number(L, "send_timeout", 60, -1);
   s->idle_timeout = opt_number(L, "idle_timeout", 300, -1); /* <= 0: never */
   s->max_frame = (size_t)opt_number(L, "max_frame", 2 * 1024 * 1024, 1);
-  (void)opt_number(L, "send_buffer", 1024 * 1024, 0);
+  s->send_buffer = (size_t)opt_number(L, "send_buffer", CS_SEND_BUFFER, 0);
   parse_framing(L, &s->framing);
   luaL_getmetatable(L, CS_SERVER_MT);
   lua_setmetatable(L, -2);
@@ -213,13 +213,16 @@ static int lserver_index(lua_State *L) {
   return 0;
 }
 
-/* core.connect(ip_or_unix_path, port, timeout [, max_frame]) -> conn | nil, err */
+/* core.connect(ip_or_unix_path, port, timeout [, max_frame [, send_buffer]])
+ * -> conn | nil, err */
 static int lcore_connect(lua_State *L) {
   cs_runtime_t *rt = cs__runtime_get(L);
   const char *host = luaL_checkstring(L, 1);
   double timeout = luaL_optnumber(L, 3, 60);
   lua_Number max_frame = luaL_optnumber(L, 4, 0);
   luaL_argcheck(L, max_frame >= 0, 4, "max_frame must not be negative");
+  lua_Number send_buffer = luaL_optnumber(L, 5, CS_SEND_BUFFER);
+  luaL_argcheck(L, send_buffer >= 0, 5, "send_buffer must not be negative");
   cs__task_current(L, "coserve.connect");
   struct sockaddr_storage ss;
   const char *path = NULL;
@@ -236,6 +239,7 @@ static int lcore_connect(lua_State *L) {
     return cs__push_error(L, UV_ENOMEM);
   if (max_frame > 0)
     c->max_frame = (size_t)max_frame;
+  c->send_buffer = (size_t)send_buffer;
   /* The object exists from the start so that a failed connect is closed
    * through the same path as any other connection. */
   cs__conn_push(L, c);
