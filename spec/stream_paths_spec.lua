@@ -127,4 +127,55 @@ describe("sending", function()
       s:shutdown()
     end)
   end)
+
+  it("a handler that returns with bytes in its send buffer still delivers them all", function()
+    run(function()
+      local big = ("0123456789abcdef"):rep(262144) -- 4 MiB
+      local s = serve(function(conn)
+        -- The kernel takes part; the send buffer holds the rest, so send
+        -- returns at once, and the handler ends before the peer has read.
+        assert.equal(#big, conn:send(big))
+      end, { send_buffer = 2 * #big })
+      local c = assert(connect(s))
+      coserve.sleep(0.1)
+      local parts, err = {}, nil
+      for _ = 1, 100000 do
+        local chunk
+        chunk, err = c:receiveany(1024 * 1024, 5)
+        if not chunk then break end
+        parts[#parts + 1] = chunk
+      end
+      assert.equal("closed", err)
+      local data = table.concat(parts)
+      assert.equal(#big, #data)
+      assert.is_true(data == big)
+      c:close()
+      s:shutdown()
+    end, { timeout = 20 })
+  end)
+
+  it("a closed connection whose peer never reads stops flushing after send_timeout", function()
+    run(function()
+      local big = ("x"):rep(16 * 1024 * 1024)
+      local s = serve(function(conn)
+        assert.equal(#big, conn:send(big))
+      end, { send_buffer = 2 * #big, send_timeout = 0.2 })
+      local c = assert(connect(s))
+      -- Not reading: after send_timeout (checked every 0.1 s) the server
+      -- gives up on the bytes it still holds and closes. What the kernels
+      -- already have still arrives, then the end: less than was sent.
+      coserve.sleep(0.6)
+      local got, err = 0, nil
+      for _ = 1, 100000 do
+        local chunk
+        chunk, err = c:receiveany(1024 * 1024, 5)
+        if not chunk then break end
+        got = got + #chunk
+      end
+      assert.equal("closed", err)
+      assert.is_true(got < #big, "got everything: the flush was not cut")
+      c:close()
+      s:shutdown()
+    end, { timeout = 20 })
+  end)
 end)
