@@ -435,10 +435,13 @@ local function serve_connection(app, conn)
   while true do
     -- Between requests a connection is idle (a shutdown interrupts it);
     -- a head must be complete header_timeout after its first byte (the
-    -- slowloris defence).
+    -- slowloris defence). A new connection is not idle: its client sent,
+    -- or is sending, a request, which is served even if a drain begins
+    -- (a reload's old worker may have accepted it an instant before), and
+    -- its head has header_timeout from the accept.
     local max, timeout = app.max_header, app.header_timeout
     local method, url, version, keep_alive, body, length =
-      read_head(parser, conn, max, timeout, false, first and timeout or app.keepalive_timeout)
+      read_head(parser, conn, max, timeout, false, not first and app.keepalive_timeout or nil)
     -- "interrupted": a drain began while this connection was idle and
     -- nothing of a next request had come (the server serves one that had:
     -- see server_interrupt_idle), so it closes without a byte.
