@@ -140,6 +140,8 @@ struct cs_runtime_s {
   cs_log_level_t log_level;
   int worker_id;         /* 1..N under a master, 0 alone */
   int notify_fd;         /* a worker tells its master it is ready: -1 done */
+  int master_fd;         /* a worker's channel to its master, which owns the
+                            listening sockets (process.c): -1 none */
   int listen_fds[16];    /* systemd socket activation: sockets not yet used */
   int nlisten_fds;
   char *errmsg;
@@ -392,6 +394,19 @@ void cs__activation_init(cs_runtime_t *rt);
 /* An inherited listening socket bound to host:port (or the unix path),
  * taken out of the list; -1 if there is none. */
 int cs__activation_take(cs_runtime_t *rt, const char *host, int port, int is_unix);
+/* Whether fd is a listening socket bound where such a server would bind. */
+int cs__activation_matches(int fd, const char *host, int port, int is_unix);
+
+/* A worker's side of its master's channel (process.c). init reads
+ * COSERVE_MASTER_FD into rt->master_fd. socket asks the master for the
+ * listening socket of an address: 0 with *fd >= 0 (use it), 0 with *fd = -1
+ * (bind it yourself: no master, or it did not answer in time), or the
+ * master's libuv error for the bind. release tells it that a server stopped
+ * listening while the worker goes on (not sent during a shutdown). */
+void cs__master_channel_init(cs_runtime_t *rt);
+int cs__master_socket(cs_runtime_t *rt, const char *host, int port, int is_unix, int reuse_port,
+                      int backlog, int *fd);
+void cs__master_release(cs_runtime_t *rt, const char *host, int port, int is_unix);
 
 /* Binds and listens on s->host/port (a literal address, or unix:path when
  * is_unix), then parks the calling task until the server has shut down. */

@@ -134,6 +134,7 @@ void cs__server_shutdown(cs_server_t *s, double grace) {
     s->state = CS_SRV_DRAINING;
     server_notify_shutdown(s, grace);
     server_interrupt_idle(s);
+    cs__master_release(s->rt, s->host, s->port, s->is_unix);
     uv_close(&s->u.handle, server_listener_close_cb);
     if (grace > 0) {
       double ms = grace * 1000.0;
@@ -287,6 +288,7 @@ static int swait_abort(cs_wait_t *w, lua_State *co, int err) {
 /* ---- systemd socket activation ---- */
 
 void cs__activation_init(cs_runtime_t *rt) {
+  cs__master_channel_init(rt);
   const char *pid = getenv("LISTEN_PID");
   const char *fds = getenv("LISTEN_FDS");
   if (pid == NULL || fds == NULL || atol(pid) != (long)getpid())
@@ -300,8 +302,7 @@ void cs__activation_init(cs_runtime_t *rt) {
   unsetenv("LISTEN_FDNAMES");
 }
 
-/* Whether fd is a listening socket bound where the server would bind. */
-static int activation_matches(int fd, const char *host, int port, int is_unix) {
+int cs__activation_matches(int fd, const char *host, int port, int is_unix) {
   struct sockaddr_storage ss;
   socklen_t len = sizeof ss;
   if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
@@ -334,7 +335,7 @@ static int activation_matches(int fd, const char *host, int port, int is_unix) {
 int cs__activation_take(cs_runtime_t *rt, const char *host, int port, int is_unix) {
   for (int i = 0; i < rt->nlisten_fds; i++) {
     int fd = rt->listen_fds[i];
-    if (activation_matches(fd, host, port, is_unix)) {
+    if (cs__activation_matches(fd, host, port, is_unix)) {
       rt->listen_fds[i] = rt->listen_fds[--rt->nlisten_fds];
       return fd;
     }
@@ -345,8 +346,20 @@ int cs__activation_take(cs_runtime_t *rt, const char *host, int port, int is_uni
 static int server_bind(cs_server_t *s) {
   uv_loop_t *loop = &s->rt->loop;
   int fd = cs__activation_take(s->rt, s->host, s->port, s->is_unix);
+  if (fd < 0) {
+    /* A worker's master owns the listening sockets: ask it for this one. */
+    int rc = cs__master_socket(s->rt, s->host, s->port, s->is_unix, s->reuse_port, s->backlog,
+                               &fd);
+    if (rc != 0) {
+      if (s->is_unix) /* so that the one close path applies */
+        uv_pipe_init(loop, &s->u.pipe, 0);
+      else
+        uv_tcp_init(loop, &s->u.tcp);
+      return rc;
+    }
+  }
   if (fd >= 0) {
-    /* systemd already bound and listens: use its socket. */
+    /* systemd or the master already bound and listens: use its socket. */
     if (s->is_unix) {
       uv_pipe_init(loop, &s->u.pipe, 0);
       return uv_pipe_open(&s->u.pipe, fd);

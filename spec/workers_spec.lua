@@ -162,6 +162,143 @@ describe("coserve -w N", function()
     assert.equal(2, proc.run({ proc.BIN, "-w", "many", "-e", "" }).status)
   end)
 
+  describe("listening sockets owned by the master", function()
+    local PORT_APP = [[
+      local coserve = require "coserve"
+      local http = require "coserve.http"
+      local app = http.server{ host = "127.0.0.1", port = 0 }
+      app:route("GET", "/", function(_, res) res:send(200, {}, coserve.worker_id() .. "\n") end)
+      local other = coserve.server{ host = "127.0.0.1", port = 0 }
+      other:handle(function(conn) conn:send("other\n") end)
+      coserve.spawn(function() assert(other:start()) end)
+      coserve.spawn(function()
+        coserve.sleep(0)
+        coserve.log("info", ("ports %d %d"):format(app.port, other.port))
+      end)
+      assert(app:start())
+    ]]
+
+    local function fds(pid)
+      local f = io.popen("ls /proc/" .. pid .. "/fd 2>/dev/null")
+      local n = 0
+      for _ in f:lines() do n = n + 1 end
+      f:close()
+      return n
+    end
+
+    -- The "ports A B" lines of the workers started so far.
+    local function ports(p)
+      local list = {}
+      for a, b in p:stderr():gmatch("info: ports (%d+) (%d+)") do list[#list + 1] = a .. " " .. b end
+      return list
+    end
+
+    local function reload(p, r)
+      p:signal("HUP")
+      assert(proc.poll(10, function()
+        local _, n = p:stderr():gsub("new worker%(s%) ready", "")
+        return n >= r
+      end), "reload " .. r .. ": " .. p:stderr())
+      assert(proc.poll(10, function() return #children(p.pid) == 2 end),
+        "reload " .. r .. ": the old workers did not exit")
+    end
+
+    it("port 0: every worker, of every generation, gets the one port the master picked", function()
+      local dir = proc.tmpdir()
+      proc.write(dir .. "/app.lua", PORT_APP)
+      local p = proc.start({ proc.BIN, "-w", "2", "--grace", "2", dir .. "/app.lua" })
+      finally(function() p:stop() proc.rmdir(dir) end)
+      assert(proc.poll(5, function() return #ports(p) >= 2 end), p:stderr())
+      local first = ports(p)
+      assert.equal(first[1], first[2], "the workers report different ports")
+      local port, other = first[1]:match("^(%d+) (%d+)$")
+      assert.are_not.equal(port, other, "two servers on port 0 got one port")
+      reload(p, 1)
+      assert(proc.poll(5, function() return #ports(p) >= 4 end), p:stderr())
+      for _, seen in ipairs(ports(p)) do assert.equal(first[1], seen) end
+      testing.run(function()
+        local ids = {}
+        for _ = 1, 200 do
+          ids[assert(ask(tonumber(port)))] = true
+          if ids["1"] and ids["2"] then break end
+        end
+        assert.same({ ["1"] = true, ["2"] = true }, ids)
+        local c = assert(coserve.connect("127.0.0.1", tonumber(other), { timeout = 2 }))
+        assert.equal("other", c:receive("*l", 2))
+        c:close()
+      end, { timeout = 20 })
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+    end)
+
+    it("no descriptor leaks in the master or the workers across reloads", function()
+      local dir = proc.tmpdir()
+      proc.write(dir .. "/app.lua", PORT_APP)
+      local p = proc.start({ proc.BIN, "-w", "2", "--grace", "2", dir .. "/app.lua" })
+      finally(function() p:stop() proc.rmdir(dir) end)
+      assert(proc.poll(5, function() return #ports(p) >= 2 end), p:stderr())
+      local port = tonumber(ports(p)[1]:match("^%d+"))
+      local function census()
+        local kids = children(p.pid)
+        local counts = {}
+        for i, k in ipairs(kids) do counts[i] = fds(k) end
+        table.sort(counts)
+        return fds(p.pid), counts
+      end
+      local function traffic()
+        testing.run(function() for _ = 1, 50 do assert(ask(port)) end end, { timeout = 20 })
+      end
+      traffic()
+      local master0, workers0 = census()
+      -- The master holds two sockets per address: one per worker id.
+      assert.is_true(master0 > 4)
+      for r = 1, 3 do
+        reload(p, r)
+        assert(proc.poll(5, function() return #ports(p) >= 2 * (r + 1) end), p:stderr())
+        traffic()
+      end
+      local master1, workers1 = census()
+      assert.equal(master0, master1, "the master's descriptors")
+      assert.same(workers0, workers1, "the workers' descriptors")
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+    end)
+
+    it("a worker whose master never answers binds its own socket after a warning", function()
+      local dir = proc.tmpdir()
+      finally(function() proc.rmdir(dir) end)
+      proc.write(dir .. "/app.lua", [[
+        local coserve = require "coserve"
+        local s = coserve.server{ host = "127.0.0.1", port = 0 }
+        s:handle(function(conn) conn:send("served\n") end)
+        coserve.spawn(function()
+          coserve.sleep(0)
+          local c = assert(coserve.connect("127.0.0.1", s.port, { timeout = 2 }))
+          print(c:receive("*l", 2))
+          s:shutdown()
+        end)
+        assert(s:start())
+      ]])
+      -- A "master": a channel on fd 4 that is read by nobody.
+      proc.write(dir .. "/mute.py", ([[
+import os, socket, subprocess, sys
+a, b = socket.socketpair()
+def child():
+    os.dup2(b.fileno(), 4)
+env = dict(os.environ, COSERVE_WORKER="1", COSERVE_MASTER_FD="4")
+r = subprocess.run([%q, %q], env=env, preexec_fn=child, pass_fds=(b.fileno(),),
+                   capture_output=True, text=True, timeout=20)
+sys.stdout.write(r.stdout)
+sys.stderr.write(r.stderr)
+sys.exit(r.returncode)
+]]):format(proc.BIN, dir .. "/app.lua"))
+      local r = proc.run({ "python3", dir .. "/mute.py" }, { timeout = 30 })
+      assert.equal(0, r.status, r.err)
+      assert.equal("served\n", r.out)
+      assert.matches("no listening socket from the master %(no answer within 3 s%)", r.err)
+    end)
+  end)
+
   describe("reload on SIGHUP", function()
     local RELOAD_APP = [[
       local coserve = require "coserve"
@@ -266,6 +403,86 @@ describe("coserve -w N", function()
         end
         for _, c in ipairs(clients) do c:close() end
       end, { timeout = 40 })
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+    end)
+
+    -- The reset window: when each worker bound its own SO_REUSEPORT socket,
+    -- a connection queued on an old worker's socket as it closed it was
+    -- reset. Now the master owns the sockets, and old and new worker k
+    -- accept from the same one.
+    it("3 reloads in 3 s under thousands of short connections: no reset, no refusal, all 200", function()
+      local p, port, _, dir = start_reloadable()
+      local st = { ok = 0, refused = 0, reset = 0, empty = 0, non200 = 0, other = {}, stop = false }
+      local reloads, elapsed = 0, 0
+      testing.run(function()
+        -- 8 clients, each a loop of: connect, one request, the whole
+        -- response, close. Bounded by the stop flag, a count and the run's timeout.
+        local wg = coserve.waitgroup()
+        for _ = 1, 8 do
+          wg:add(1)
+          coserve.spawn(function()
+            while not st.stop and st.ok < 200000 do
+              local c, err = coserve.connect("127.0.0.1", port, { timeout = 5 })
+              if not c then
+                if err == "connection refused" then st.refused = st.refused + 1
+                elseif err == "closed" then st.reset = st.reset + 1 -- reset in the handshake
+                else st.other[#st.other + 1] = "connect: " .. tostring(err) end
+              else
+                local sent, serr = c:send("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                local all, rerr = c:receive("*a", 5)
+                c:close()
+                local status = all and tonumber(all:match("^HTTP/1%.1 (%d+)"))
+                local body = all and all:match("\r\n\r\n(.*)$")
+                if status == 200 and (body == "v1\n" or body == "v2\n") then
+                  st.ok = st.ok + 1
+                elseif all == "" then
+                  -- closed cleanly before any byte: the request was dropped
+                  st.empty = st.empty + 1
+                  if #st.other < 5 then st.other[#st.other + 1] = "closed without a response" end
+                elseif not sent or not all then
+                  -- the peer reset the connection (read as "closed") before any byte
+                  st.reset = st.reset + 1
+                  if #st.other < 5 then
+                    st.other[#st.other + 1] = "reset: " .. tostring(serr) .. " " .. tostring(rerr)
+                  end
+                else
+                  st.non200 = st.non200 + 1
+                  st.other[#st.other + 1] = "response: " .. all:sub(1, 80)
+                end
+              end
+            end
+            wg:done()
+          end)
+        end
+        coserve.sleep(0.3)
+        local t0 = coserve.now()
+        for r = 1, 3 do
+          proc.write(dir .. "/app.lua", (RELOAD_APP:gsub('"v1"', '"v' .. r % 2 + 1 .. '"')))
+          p:signal("HUP")
+          assert(proc.poll(10, function()
+            local _, n = p:stderr():gsub("new worker%(s%) ready", "")
+            return n >= r
+          end), "reload " .. r .. ": " .. p:stderr())
+          -- The next SIGHUP is taken once the old generation has drained.
+          assert(proc.poll(10, function() return #children(p.pid) == 2 end),
+            "reload " .. r .. ": the old workers did not exit")
+          reloads = r
+          coserve.sleep(math.max(0, t0 + r - coserve.now())) -- one a second
+        end
+        elapsed = coserve.now() - t0
+        coserve.sleep(0.3)
+        st.stop = true
+        assert(wg:wait(15))
+      end, { timeout = 60 })
+      print(("reload proof: %d reloads in %.2f s, %d responses, %d resets, %d refusals, %d closed"
+             .. " without a response, %d non-200")
+        :format(reloads, elapsed, st.ok, st.reset, st.refused, st.empty, st.non200))
+      assert.not_matches("reload ignored", p:stderr())
+      assert.is_true(st.ok >= 1000, "only " .. st.ok .. " responses")
+      assert.same({ refused = 0, reset = 0, empty = 0, non200 = 0, other = {} },
+                  { refused = st.refused, reset = st.reset, empty = st.empty, non200 = st.non200,
+                    other = st.other })
       p:signal("TERM")
       assert.equal(0, p:wait_exit(15))
     end)
