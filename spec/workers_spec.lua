@@ -264,6 +264,87 @@ describe("coserve -w N", function()
       assert.equal(0, p:wait_exit(15))
     end)
 
+    it("a server the app shuts down is let go by the master too: connections are refused", function()
+      local dir = proc.tmpdir()
+      local port = free_port()
+      proc.write(dir .. "/app.lua", ([[
+        local coserve = require "coserve"
+        local s = coserve.server{ host = "127.0.0.1", port = %d }
+        s:handle(function(conn) conn:send("hi\n") end)
+        coserve.spawn(function()
+          coserve.sleep(0.3)
+          s:shutdown()
+          coserve.log("info", "stopped listening")
+          coserve.sleep(60) -- the worker goes on without it
+        end)
+        coserve.log("info", "listening")
+        assert(s:start())
+      ]]):format(port))
+      local p = proc.start({ proc.BIN, "-w", "2", "--grace", "1", dir .. "/app.lua" })
+      finally(function() p:stop() proc.rmdir(dir) end)
+      assert(proc.poll(5, function()
+        local _, n = p:stderr():gsub("stopped listening", "")
+        return n >= 2
+      end), p:stderr())
+      testing.run(function()
+        -- The master closes the sockets a moment after the last release;
+        -- until then a connection may queue, never after.
+        local refused = proc.poll(5, function()
+          local c, err = coserve.connect("127.0.0.1", port, { timeout = 1 })
+          if c then c:close() end
+          return err == "connection refused"
+        end)
+        assert.is_true(refused, "still accepted or queued: " .. p:stderr())
+        for _ = 1, 20 do
+          local c, err = coserve.connect("127.0.0.1", port, { timeout = 1 })
+          assert.is_nil(c)
+          assert.equal("connection refused", err)
+        end
+      end, { timeout = 20 })
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+    end)
+
+    it("a unix: path is one socket for all workers, kept across a reload, removed at exit", function()
+      local dir = proc.tmpdir()
+      local path = dir .. "/app.sock"
+      proc.write(dir .. "/app.lua", ([[
+        local coserve = require "coserve"
+        local VERSION = "v1"
+        local s = coserve.server{ host = "unix:%s" }
+        s:handle(function(conn) conn:send(VERSION .. " " .. coserve.worker_id() .. "\n") end)
+        coserve.log("info", "listening")
+        assert(s:start())
+      ]]):format(path))
+      local p = proc.start({ proc.BIN, "-w", "2", "--grace", "1", dir .. "/app.lua" })
+      finally(function() p:stop() proc.rmdir(dir) end)
+      assert(proc.poll(5, function()
+        local _, n = p:stderr():gsub("info: listening", "")
+        return n >= 2
+      end), p:stderr())
+      local function both(v)
+        local seen = {}
+        for _ = 1, 400 do
+          local c = assert(coserve.connect("unix:" .. path, nil, { timeout = 2 }))
+          local line = assert(c:receive("*l", 2))
+          c:close()
+          local version, id = line:match("^(v%d) (%d)$")
+          if version == v then seen[id] = true end
+          if seen["1"] and seen["2"] then return true end
+        end
+        return false
+      end
+      testing.run(function()
+        assert.is_true(both("v1"), p:stderr())
+        proc.write(dir .. "/app.lua", (proc.read(dir .. "/app.lua"):gsub('"v1"', '"v2"')))
+        reload(p, 1)
+        assert.is_true(both("v2"), p:stderr())
+      end, { timeout = 30 })
+      p:signal("TERM")
+      assert.equal(0, p:wait_exit(15))
+      assert.is_nil(io.open(path), "the socket's path is left behind")
+    end)
+
     it("a worker whose master never answers binds its own socket after a warning", function()
       local dir = proc.tmpdir()
       finally(function() proc.rmdir(dir) end)
