@@ -54,6 +54,47 @@ describe("socket activation, every family", function()
   end)
 end)
 
+describe("socket activation under -w 2", function()
+  it("the master takes the inherited sockets and hands them to every worker", function()
+    local dir = proc.tmpdir()
+    local p4, p6, bound = free_port(), free_port(), free_port()
+    proc.write(dir .. "/app.lua", ([[
+      local coserve = require "coserve"
+      local function serve(host, port, name)
+        local s = coserve.server{ host = host, port = port }
+        s:handle(function(conn) conn:send(name .. coserve.worker_id() .. "\n") end)
+        coserve.spawn(function() assert(s:start()) end)
+      end
+      serve("127.0.0.1", %d, "v4-")
+      serve("::1", %d, "v6-")
+      serve("127.0.0.1", %d, "bound-")
+    ]]):format(p4, p6, bound))
+    local p = proc.start({ "systemd-socket-activate", "-l", "127.0.0.1:" .. p4,
+                           "-l", "[::1]:" .. p6, proc.BIN, "-w", "2", dir .. "/app.lua" })
+    finally(function() p:stop() proc.rmdir(dir) end)
+    assert(proc.poll(5, function() return select(2, p:stderr():gsub("Listening on", "")) == 2 end),
+      p:stderr())
+    testing.run(function()
+      local function hello(host, port)
+        for _ = 1, 50 do -- the workers may still be starting
+          local c = coserve.connect(host, port, { timeout = 5 })
+          if c then
+            local line, err = c:receive("*l", 5)
+            c:close()
+            return line or err
+          end
+          coserve.sleep(0.1)
+        end
+      end
+      assert.matches("^v4%-[12]$", hello("127.0.0.1", p4))
+      assert.matches("^v6%-[12]$", hello("::1", p6))
+      assert.matches("^bound%-[12]$", hello("127.0.0.1", bound))
+    end, { timeout = 20 })
+    p:signal("TERM")
+    assert.equal(0, p:wait_exit(8), p:stderr())
+  end)
+end)
+
 describe("a host name with several addresses", function()
   -- A private mount namespace gives the child its own /etc/hosts, where
   -- one name has ::1 (twice) and 127.0.0.1.

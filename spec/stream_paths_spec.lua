@@ -182,4 +182,42 @@ describe("sending", function()
       s:shutdown()
     end, { timeout = 20 })
   end)
+
+  it("several connections flush at once; one that finishes first leaves the others flushing", function()
+    run(function()
+      local big = ("y"):rep(8 * 1024 * 1024)
+      local sent = {}
+      local s = serve(function(conn)
+        sent[#sent + 1] = conn:send(big)
+      end, { send_buffer = 2 * #big, send_timeout = 1 })
+      local function read_all(c)
+        local got, err = 0, nil
+        for _ = 1, 100000 do
+          local chunk
+          chunk, err = c:receiveany(1024 * 1024, 5)
+          if not chunk then break end
+          got = got + #chunk
+        end
+        return got, err
+      end
+      -- a, b and c start flushing in that order; b, in the middle of the
+      -- server's list, reads and finishes first; a and c never read.
+      local a = assert(connect(s))
+      coserve.sleep(0.05)
+      local b = assert(connect(s))
+      coserve.sleep(0.05)
+      local c = assert(connect(s))
+      coserve.sleep(0.05)
+      assert.same({ #big, #big, #big }, sent)
+      assert.same({ #big, "closed" }, { read_all(b) })
+      coserve.sleep(1.3)
+      for _, conn in ipairs({ a, c }) do
+        local got, err = read_all(conn)
+        assert.equal("closed", err)
+        assert.is_true(got < #big, "got everything: the flush was not cut")
+      end
+      a:close() b:close() c:close()
+      s:shutdown()
+    end, { timeout = 20 })
+  end)
 end)
