@@ -19,7 +19,12 @@
  * control frames at most 125 bytes and not fragmented, text and close
  * reasons UTF-8, close codes a peer may send, max_message), says they
  * are. A difference, an unexpected Lua error or log message, or anything
- * left behind after the run abort()s. Built and run by fuzz/run. */
+ * left behind after the run abort()s.
+ *
+ * Before that, the C part (runtime/wsutil.c) is fuzzed directly on the
+ * same bytes: core.utf8_valid must agree with the model's UTF-8 check,
+ * core.ws_mask with a plain XOR under the key in bytes 1-4 (and undo
+ * itself), and cs__sha1 runs on every length. Built and run by fuzz/run. */
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +40,7 @@
 #include "internal.h" /* for the fd under a conn, to half-close it */
 
 static cs_runtime_t *rt;
+static int core_ref; /* require 'coserve.core' */
 
 static const char chunk[] =
     "local coserve = require 'coserve'\n"
@@ -378,7 +384,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     abort();
   signal(SIGPIPE, SIG_IGN);
   cs_runtime_set_log_level(rt, CS_LOG_WARN);
-  lua_register(cs_runtime_lua(rt), "fuzz_halfclose", l_halfclose);
+  lua_State *L = cs_runtime_lua(rt);
+  lua_register(L, "fuzz_halfclose", l_halfclose);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "coserve.core");
+  if (lua_pcall(L, 1, 1, 0) != 0)
+    abort();
+  core_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
@@ -396,6 +408,61 @@ static void show(const char *what, const char *p, size_t n) {
   fputs(n > 600 ? "...\"\n" : "\"\n", stderr);
 }
 
+/* [-0, +1] core[name](s, key or none) */
+static void call_core(lua_State *L, const char *name, const uint8_t *s, size_t n,
+                      const uint8_t *key) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, core_ref);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  lua_pushlstring(L, (const char *)s, n);
+  if (key)
+    lua_pushlstring(L, (const char *)key, 4);
+  if (lua_pcall(L, key ? 2 : 1, 1, 0) != 0) {
+    fprintf(stderr, "websocket fuzz: core.%s raised: %s\n", name, lua_tostring(L, -1));
+    abort();
+  }
+}
+
+/* wsutil.c's C functions on the input itself. */
+static void check_wsutil(lua_State *L, const uint8_t *s, size_t n) {
+  int top = lua_gettop(L);
+  call_core(L, "utf8_valid", s, n, NULL);
+  if (lua_toboolean(L, -1) != utf8_ok(s, n)) {
+    show("core.utf8_valid disagrees with Unicode's table 3-7 on", (const char *)s, n);
+    abort();
+  }
+  if (n >= 4) {
+    const uint8_t *key = s, *data = s + 4;
+    size_t len = n - 4;
+    call_core(L, "ws_mask", data, len, key);
+    size_t got_len;
+    const uint8_t *got = (const uint8_t *)lua_tolstring(L, -1, &got_len);
+    if (got_len != len)
+      abort();
+    for (size_t i = 0; i < len; i++)
+      if (got[i] != (data[i] ^ key[i % 4])) {
+        fprintf(stderr, "websocket fuzz: core.ws_mask: byte %zu of %zu is wrong\n", i, len);
+        abort();
+      }
+    call_core(L, "ws_mask", got, len, key);
+    size_t back_len;
+    const char *back = lua_tolstring(L, -1, &back_len);
+    if (back_len != len || memcmp(back, data, len) != 0) {
+      fprintf(stderr, "websocket fuzz: core.ws_mask twice is not the identity\n");
+      abort();
+    }
+  }
+  unsigned char d1[20], d2[20];
+  cs__sha1(s, n, d1);
+  call_core(L, "sha1", s, n, NULL);
+  size_t dl;
+  const char *d = lua_tolstring(L, -1, &dl);
+  cs__sha1(s, n, d2);
+  if (dl != 20 || memcmp(d, d1, 20) != 0 || memcmp(d1, d2, 20) != 0)
+    abort();
+  lua_settop(L, top);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1)
     return 0;
@@ -404,6 +471,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   model_run(&m);
 
   lua_State *L = cs_runtime_lua(rt);
+  check_wsutil(L, m.in, m.len);
   int top = lua_gettop(L);
   lua_pushlstring(L, (const char *)m.in, m.len);
   lua_setglobal(L, "FUZZ_INPUT");
