@@ -16,6 +16,7 @@
 #define CS_ECLOSED (-40002)   /* the connection was closed: "closed" */
 #define CS_ETOOLARGE (-40003) /* a line or frame over max_frame: "too large" */
 #define CS_EBUSY (-40004)     /* another coroutine waits on that direction: "busy" */
+#define CS_ETLS (-40005)      /* TLS failed: the message is the connection's */
 
 #define CS_SCRATCH_SIZE 65536
 #define CS_SEND_BUFFER (1024 * 1024) /* send_buffer's default */
@@ -29,6 +30,8 @@ typedef struct cs_task_s cs_task_t;
 typedef struct cs_wait_s cs_wait_t;
 typedef struct cs_conn_s cs_conn_t;
 typedef struct cs_server_s cs_server_t;
+typedef struct cs_tls_s cs_tls_t;
+typedef struct cs_tls_ctx_s cs_tls_ctx_t;
 
 /* ---- buffers and matchers (buf.c, match.c) ---- */
 
@@ -57,7 +60,8 @@ typedef enum {
   CS_READ_BYTES, /* exactly n bytes */
   CS_READ_ANY,   /* whatever is there, up to n bytes */
   CS_READ_UNTIL, /* up to a delimiter */
-  CS_READ_FRAME  /* one frame of the server's framing */
+  CS_READ_FRAME, /* one frame of the server's framing */
+  CS_READ_HANDSHAKE /* no data: the end of the TLS handshake */
 } cs_read_kind_t;
 
 typedef enum { CS_FRAME_NONE, CS_FRAME_EOF, CS_FRAME_LENGTH } cs_frame_kind_t;
@@ -298,6 +302,8 @@ struct cs_conn_s {
   size_t wqueued;        /* bytes of copies being written (see stream.c) */
   int werr;              /* sticky error of a write nobody waited for */
   uint64_t flush_deadline; /* flushing: loop ms when it gives up */
+  cs_tls_t *tls;         /* TLS state (tls.c), NULL for plaintext */
+  size_t tls_off;        /* a parked TLS send: bytes of it encrypted so far */
   cs_conn_t *fnext, *fprev; /* rt->flushing */
   /* connecting */
   uv_connect_t creq;
@@ -333,6 +339,13 @@ void cs__conn_abort(cs_conn_t *c, int err);
 /* Gives up flushes past their deadline (the runtime's flush timer). */
 void cs__conn_flush_timeout(uv_timer_t *timer);
 
+/* Writes bytes as they are, past TLS, not bounded by the send buffer:
+ * what the kernel does not take is copied. For TLS's ciphertext. */
+int cs__conn_write_raw(cs_conn_t *c, const char *data, size_t len);
+/* [-0, +2|3] pushes nil and the message of a connection's error (its TLS
+ * message for CS_ETLS); returns 2. */
+int cs__conn_push_error(lua_State *L, const cs_conn_t *c, int err);
+
 /* Reads and writes as lua_CFunction bodies: L is the caller's coroutine,
  * the results are pushed (or the task parks). */
 int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout,
@@ -360,6 +373,8 @@ typedef struct {
   double rejected;
   double bytes_in;
   double bytes_out;
+  double tls_handshakes;
+  double tls_failures;  /* handshakes that failed or timed out */
 } cs_server_stats_t;
 
 struct cs_server_s {
@@ -386,6 +401,8 @@ struct cs_server_s {
   double read_timeout, send_timeout, idle_timeout;
   size_t max_frame;
   size_t send_buffer;
+  cs_tls_ctx_t *tls;     /* TLS: owned by a userdata in its environment */
+  double handshake_timeout;
   unsigned listening : 1;
 };
 
@@ -416,6 +433,47 @@ void cs__server_conn_gone(cs_server_t *s, cs_conn_t *c);
 /* Drops one reference to c (see refs); the last one frees it. */
 void cs__conn_release(cs_conn_t *c);
 
+/* ---- TLS (tls.c) ---- */
+
+typedef enum { CS_TLS_VERIFY_NONE, CS_TLS_VERIFY_OPTIONAL, CS_TLS_VERIFY_REQUIRED } cs_tls_verify_t;
+
+/* What a context is made of; strings are the caller's, read during
+ * cs__tls_ctx_new only. */
+typedef struct {
+  int is_server;
+  const char *cert, *key, *ca; /* PEM files; key defaults to cert */
+  cs_tls_verify_t verify;      /* the peer's certificate */
+  const char *protocols[2];    /* "TLSv1.2", "TLSv1.3": the range allowed */
+  int nprotocols;
+  const char *ciphers;         /* OpenSSL's list or TLS 1.3 suites */
+  const char *alpn[8];
+  int nalpn;
+  struct {
+    const char *name, *cert, *key;
+  } sni[16];
+  int nsni;
+} cs_tls_config_t;
+
+/* NULL with the reason in err ("tls: cannot use certificate PATH: ..."). */
+cs_tls_ctx_t *cs__tls_ctx_new(const cs_tls_config_t *cfg, char *err, size_t size);
+void cs__tls_ctx_free(cs_tls_ctx_t *t);
+/* Gives c a TLS session of context t: a client's checks name (SNI and,
+ * with verify, the certificate's host name or IP address). */
+int cs__tls_attach(cs_conn_t *c, cs_tls_ctx_t *t, const char *name, int verify);
+void cs__tls_free(cs_conn_t *c);
+/* Begins or continues the handshake with what has arrived: 0 or CS_ETLS. */
+int cs__tls_start(cs_conn_t *c);
+int cs__tls_done(const cs_conn_t *c);
+/* Ciphertext in: handshake, then plaintext into c->rbuf. 0 or an error;
+ * a peer's close_notify sets c->eof. */
+int cs__tls_feed(cs_conn_t *c, const char *data, size_t len);
+/* Plaintext out: encrypted and written with cs__conn_write_raw. */
+int cs__tls_write(cs_conn_t *c, const char *data, size_t len);
+/* Queues close_notify once the handshake is done. */
+void cs__tls_shutdown(cs_conn_t *c);
+const char *cs__tls_errmsg(const cs_conn_t *c);
+void cs__tls_push_info(lua_State *L, const cs_conn_t *c);
+
 /* ---- errors and logging (error.c, log.c) ---- */
 
 /* [-0, +2] pushes nil and err's message; returns 2. */
@@ -431,6 +489,7 @@ void cs__open_server(lua_State *L, cs_runtime_t *rt);
 void cs__open_net(lua_State *L, cs_runtime_t *rt);
 void cs__open_http(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__open_wsutil(lua_State *L); /* into the table on top */
+void cs__open_tls(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__sha1(const void *data, size_t len, unsigned char out[20]);
 void cs__preload_lua(lua_State *L);
 

@@ -108,6 +108,8 @@ int cs__match(const cs_read_t *r, const char *data, size_t len, int eof, size_t 
     return match_until(r, data, len, take, skip);
   case CS_READ_FRAME:
     return match_frame(r, data, len, take, skip);
+  case CS_READ_HANDSHAKE:
+    return 0; /* no data to match: the stream layer decides */
   }
   return 0;
 }

@@ -78,6 +78,7 @@ void cs__conn_release(cs_conn_t *c) {
   if (c->box_ref != LUA_NOREF)
     luaL_unref(rt->L, LUA_REGISTRYINDEX, c->box_ref);
   cs__buf_free(&c->rbuf);
+  cs__tls_free(c);
   if (c->server)
     cs__server_conn_gone(c->server, c);
   rt->nconns--;
@@ -147,7 +148,10 @@ static void conn_close(cs_conn_t *c, int err, int may_flush) {
   if (c->closing)
     return;
   c->closing = 1;
-  /* Only whole sends are flushed: a parked one is cut, and so the stream. */
+  /* Only whole sends are flushed: a parked one is cut, and so the stream.
+   * A TLS peer is told the end is intended (close_notify). */
+  if (may_flush && c->writer == NULL && c->werr == 0)
+    cs__tls_shutdown(c);
   int flush = may_flush && c->wqueued > 0 && c->writer == NULL && c->werr == 0;
   if (c->reader) {
     /* A parked reader gets what arrived as partial data, as on a timeout. */
@@ -185,6 +189,14 @@ void cs__conn_abort(cs_conn_t *c, int err) {
     conn_close(c, err, 0);
 }
 
+int cs__conn_push_error(lua_State *L, const cs_conn_t *c, int err) {
+  if (err != CS_ETLS)
+    return cs__push_error(L, err);
+  lua_pushnil(L);
+  lua_pushstring(L, cs__tls_errmsg(c));
+  return 2;
+}
+
 /* ---- reading ---- */
 
 /* [-0, +n] The shared try of the fast path and the read callback: pushes
@@ -193,6 +205,15 @@ void cs__conn_abort(cs_conn_t *c, int err) {
 static int conn_try_read(lua_State *co, cs_conn_t *c) {
   cs_buf_t *b = &c->rbuf;
   size_t take = 0, skip = 0;
+  if (c->rreq.kind == CS_READ_HANDSHAKE) {
+    if (cs__tls_done(c)) {
+      lua_pushboolean(co, 1);
+      return 1;
+    }
+    if (c->eof || c->err)
+      return cs__conn_push_error(co, c, c->err ? c->err : CS_ECLOSED);
+    return 0;
+  }
   int r = cs__match(&c->rreq, cs__buf_data(b), b->len, c->eof, &take, &skip);
   if (r == 0 && c->rreq.check && b->len > 0 && c->rreq.check(c->rreq.ud, cs__buf_data(b), b->len))
     r = 1, take = skip = b->len;
@@ -216,7 +237,7 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
     return cs__push_error(co, r);
   }
   if (c->eof || c->err) {
-    cs__push_error(co, c->err ? c->err : CS_ECLOSED);
+    cs__conn_push_error(co, c, c->err ? c->err : CS_ECLOSED);
     lua_pushlstring(co, cs__buf_data(b), b->len);
     cs__buf_consume(b, b->len);
     return 3;
@@ -228,13 +249,16 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   cs_conn_t *c = h->data;
   cs_runtime_t *rt = c->rt;
   (void)suggested;
-  if (c->rbuf.len == 0 && !rt->scratch_busy) {
+  /* TLS's ciphertext always lands in the scratch area: it is fed to
+   * OpenSSL at once. (The area is only ever busy between an alloc and its
+   * read callback; without it libuv reports ENOBUFS, a read error.) */
+  if ((c->rbuf.len == 0 || c->tls) && !rt->scratch_busy) {
     rt->scratch_busy = 1;
     buf->base = rt->scratch;
     buf->len = CS_SCRATCH_SIZE;
     return;
   }
-  if (cs__buf_reserve(&c->rbuf, 16384) != 0) {
+  if (c->tls || cs__buf_reserve(&c->rbuf, 16384) != 0) {
     buf->base = NULL;
     buf->len = 0;
     return;
@@ -243,10 +267,23 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = c->rbuf.cap - c->rbuf.off - c->rbuf.len;
 }
 
+/* Ciphertext in: decrypted into c->rbuf, or a sticky error. */
+static void conn_tls_in(cs_conn_t *c, ssize_t nread, const uv_buf_t *buf) {
+  c->rt->scratch_busy = 0;
+  if (nread <= 0 || c->err)
+    return;
+  int rc = cs__tls_feed(c, buf->base, (size_t)nread);
+  if (rc < 0)
+    c->err = rc;
+}
+
 static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   cs_conn_t *c = s->data;
   cs_runtime_t *rt = c->rt;
-  if (buf->base == rt->scratch) {
+  size_t had = c->rbuf.len;
+  if (c->tls) {
+    conn_tls_in(c, nread, buf);
+  } else if (buf->base == rt->scratch) {
     rt->scratch_busy = 0;
     if (nread > 0) {
       c->rbuf.base = rt->scratch;
@@ -261,7 +298,12 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   if (c->pooled) {
     /* An idle pooled connection has nothing to say: bytes or an EOF mean
-     * the peer is done with it. */
+     * the peer is done with it. (Over TLS, what decrypts to nothing, a
+     * TLS 1.3 session ticket, say, is no such word.) */
+    if (c->tls && nread > 0 && c->rbuf.len == had && !c->eof && !c->err) {
+      cs__buf_own(&c->rbuf);
+      return;
+    }
     if (c->rbuf.cap == 0)
       c->rbuf.base = NULL, c->rbuf.len = c->rbuf.off = 0;
     cs__conn_close(c, CS_ECLOSED);
@@ -273,9 +315,11 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       c->server->stats.bytes_in += (double)nread;
   } else {
     if (nread == UV_EOF)
-      c->eof = 1;
+      c->eof = 1; /* over TLS without close_notify too: "closed" */
     else
       c->err = (int)nread;
+  }
+  if ((c->eof || c->err) && c->reading) {
     uv_read_stop(s);
     c->reading = 0;
   }
@@ -312,6 +356,13 @@ static int read_abort(cs_wait_t *w, lua_State *co, int err) {
   cs_conn_t *c = (cs_conn_t *)((char *)w - offsetof(cs_conn_t, rwait));
   c->reader = NULL;
   conn_update_ref(c);
+  if (c->rreq.kind == CS_READ_HANDSHAKE) {
+    if (c->server)
+      c->server->stats.tls_failures++;
+    lua_pushnil(co);
+    lua_pushstring(co, err == UV_ETIMEDOUT ? "tls: handshake timeout" : cs_strerror(err));
+    return 2;
+  }
   cs__push_error(co, err);
   /* As LuaSocket: what arrived is handed over as partial data, except for
    * frames, which must stay whole, and peeks, which leave it buffered. */
@@ -441,6 +492,8 @@ typedef struct {
   char data[];
 } conn_chunk_t;
 
+static void conn_tls_resume(cs_conn_t *c);
+
 static void chunk_write_cb(uv_write_t *req, int status) {
   conn_chunk_t *k = req->data;
   cs_conn_t *c = k->c;
@@ -452,16 +505,13 @@ static void chunk_write_cb(uv_write_t *req, int status) {
     c->werr = status; /* the next send reports it */
   if (c->flushing && (c->wqueued == 0 || status < 0))
     conn_flush_end(c);
+  else if (c->tls && c->writer && !c->closing && (c->werr || c->wqueued <= c->send_buffer))
+    conn_tls_resume(c);
 }
 
-/* Copies iov's bytes past the first `done` into the send buffer and
- * writes them, when they fit in it. Returns 1 when it did, 0 when they do
- * not fit (the caller parks instead), or an error. */
-static int conn_buffer_rest(cs_conn_t *c, const uv_buf_t *iov, int cnt, size_t done,
-                            size_t total) {
+/* Copies iov's bytes past the first `done` and writes them. */
+static int conn_queue(cs_conn_t *c, const uv_buf_t *iov, int cnt, size_t done, size_t total) {
   size_t len = total - done;
-  if (len > c->send_buffer - c->wqueued)
-    return 0;
   conn_chunk_t *k = malloc(sizeof *k + len);
   if (k == NULL)
     return UV_ENOMEM;
@@ -486,6 +536,97 @@ static int conn_buffer_rest(cs_conn_t *c, const uv_buf_t *iov, int cnt, size_t d
   }
   c->wqueued += len;
   return 1;
+}
+
+/* conn_queue, when the bytes fit in the send buffer: 1 if they did, 0
+ * when they do not fit (the caller parks instead), or an error. */
+static int conn_buffer_rest(cs_conn_t *c, const uv_buf_t *iov, int cnt, size_t done,
+                            size_t total) {
+  if (total - done > c->send_buffer - c->wqueued)
+    return 0;
+  return conn_queue(c, iov, cnt, done, total);
+}
+
+int cs__conn_write_raw(cs_conn_t *c, const char *data, size_t len) {
+  uv_buf_t iov = uv_buf_init((char *)data, (unsigned)len);
+  int n = conn_try_write(c, &iov, 1, len);
+  if (n < 0 || (size_t)n == len)
+    return n < 0 ? n : 0;
+  n = conn_queue(c, &iov, 1, (size_t)n, len);
+  return n < 0 ? n : 0;
+}
+
+/* ---- writing over TLS ----
+ * Plaintext is encrypted 64 KiB at a time and the ciphertext written out
+ * (copied where the kernel does not take it: OpenSSL's buffer is reused).
+ * Encryption stops while more than send_buffer bytes wait to be written,
+ * and the sender parks until they drain; then it goes on from where it
+ * stopped (c->tls_off into the string anchored at c->wref). */
+#define CONN_TLS_SLICE 65536
+
+/* Encrypts data[*off, len) while the send buffer has room. 0 or an error. */
+static int conn_tls_push(cs_conn_t *c, const char *data, size_t len, size_t *off) {
+  while (*off < len && c->wqueued <= c->send_buffer) {
+    size_t n = len - *off < CONN_TLS_SLICE ? len - *off : CONN_TLS_SLICE;
+    int rc = cs__tls_write(c, data + *off, n);
+    if (rc < 0)
+      return rc;
+    *off += n;
+  }
+  return 0;
+}
+
+static void conn_tls_resume(cs_conn_t *c) {
+  cs_runtime_t *rt = c->rt;
+  cs_task_t *t = c->writer;
+  int rc = c->werr;
+  if (rc == 0 && c->wref != LUA_NOREF) {
+    size_t len;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, c->wref);
+    const char *data = lua_tolstring(rt->L, -1, &len);
+    rc = conn_tls_push(c, data, len, &c->tls_off);
+    lua_pop(rt->L, 1);
+    if (rc == 0 && c->tls_off < len)
+      return;
+  }
+  if (rc == 0 && c->wqueued > c->send_buffer)
+    return;
+  if (c->wref != LUA_NOREF) {
+    luaL_unref(rt->L, LUA_REGISTRYINDEX, c->wref);
+    c->wref = LUA_NOREF;
+  }
+  c->writer = NULL;
+  conn_update_ref(c);
+  if (rc < 0) {
+    cs__wake(t, cs__conn_push_error(t->co, c, rc));
+  } else {
+    lua_pushnumber(t->co, (double)c->wtotal);
+    cs__wake(t, 1);
+  }
+}
+
+/* [-1, +0|1|2] send over TLS of the string on top of L. */
+static int conn_tls_send(lua_State *L, cs_conn_t *c, cs_task_t *t) {
+  size_t len, off = 0;
+  const char *data = lua_tolstring(L, -1, &len);
+  if (!cs__tls_done(c)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "tls: the handshake is not done");
+    return 2;
+  }
+  int rc = conn_tls_push(c, data, len, &off);
+  if (rc < 0)
+    return cs__conn_push_error(L, c, rc);
+  if (off == len && c->wqueued <= c->send_buffer) {
+    lua_pushnumber(L, (double)len);
+    return 1;
+  }
+  c->tls_off = off;
+  c->wtotal = len;
+  c->wref = off < len ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
+  c->writer = t;
+  conn_update_ref(c);
+  return cs__park(L, t, &c->wwait, c->send_timeout);
 }
 
 /* [-1, +0|1|2] Writes the rest of iov, past the first `done` bytes, and
@@ -519,7 +660,7 @@ int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
   if (c->writer)
     return cs__push_error(L, CS_EBUSY);
   if (c->werr)
-    return cs__push_error(L, c->werr);
+    return cs__conn_push_error(L, c, c->werr);
   uv_buf_t stack_iov[CONN_IOV_STACK];
   uv_buf_t *iov = stack_iov;
   size_t total = 0;
@@ -543,6 +684,19 @@ int cs__conn_write(lua_State *L, cs_conn_t *c, int idx, const char *fname) {
   if (total == 0) {
     lua_pushnumber(L, 0);
     return 1;
+  }
+  if (c->tls) {
+    /* One string to encrypt from, whatever the caller passed. */
+    if (lua_type(L, idx) == LUA_TTABLE) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (int i = 0; i < cnt; i++)
+        luaL_addlstring(&b, iov[i].base, iov[i].len);
+      luaL_pushresult(&b);
+    } else {
+      lua_pushvalue(L, idx);
+    }
+    return conn_tls_send(L, c, t);
   }
   int n = conn_try_write(c, iov, cnt, total);
   if (n < 0)
@@ -573,7 +727,11 @@ int cs__conn_write_bytes(lua_State *L, cs_conn_t *c, const char *data, size_t le
   if (c->writer)
     return cs__push_error(L, CS_EBUSY);
   if (c->werr)
-    return cs__push_error(L, c->werr);
+    return cs__conn_push_error(L, c, c->werr);
+  if (c->tls) {
+    lua_pushlstring(L, data, len);
+    return conn_tls_send(L, c, t);
+  }
   uv_buf_t iov = uv_buf_init((char *)data, (unsigned)len);
   int n = conn_try_write(c, &iov, 1, len);
   if (n < 0)

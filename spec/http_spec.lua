@@ -405,7 +405,7 @@ describe("http.request", function()
 
   it("returns errors as nil, err", function()
     run(function()
-      assert.same({ nil, "bad url (http://host[:port]/path expected)" },
+      assert.same({ nil, "bad url (http[s]://host[:port]/path expected)" },
         { http.request{ url = "ftp://x/" } })
       local app = app_with_routes()
       local port = app.port

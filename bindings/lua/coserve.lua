@@ -317,14 +317,62 @@ function M.close_idle()
   end
 end
 
+---------------------------------------------------------------- TLS
+
+-- Client contexts are made once per set of options: loading the system's
+-- CA certificates is the expensive part of a context.
+local client_contexts = {}
+
+local function context_key(tls)
+  return table.concat({ tostring(tls.verify ~= false), tls.ca or "", tls.cert or "",
+    tls.key or "", type(tls.alpn) == "table" and table.concat(tls.alpn, ",") or tls.alpn or "",
+    tls.ciphers or "", type(tls.protocols) == "table" and table.concat(tls.protocols, ",")
+      or tls.protocols or "" }, "\0")
+end
+
+local function client_context(tls)
+  local key = context_key(tls)
+  local ctx = client_contexts[key]
+  if ctx then return ctx end
+  local err
+  ctx, err = core.tls_context(tls, false)
+  if ctx then client_contexts[key] = ctx end
+  return ctx, err
+end
+
+-- conn:sslhandshake([server_name [, verify]]) -> true | nil, err
+-- OpenResty's upgrade of a connected socket to TLS. verify (default true)
+-- checks the certificate against the system's CAs and server_name (or
+-- the address connected to). A second call returns true at once.
+function conn_methods:sslhandshake(server_name, verify)
+  if server_name ~= nil and type(server_name) ~= "string" then
+    error("bad argument #1 to 'sslhandshake' (string expected)", 2)
+  end
+  local tls = { verify = verify }
+  local ctx, err = client_context(tls)
+  if not ctx then return nil, err end
+  local key = pool_keys[self]
+  local ok
+  ok, err = self:_tls_handshake(ctx, server_name or (key and key:match("^(.*):%d+$")),
+    verify ~= false)
+  if ok and key and not key:find("|tls", 1, true) then
+    -- Pooled apart from plaintext ones, as coserve.connect's tls option does.
+    pool_keys[self] = key .. "|tls:" .. (server_name or "") .. "\0" .. context_key(tls)
+  end
+  return ok, err
+end
+
 -- coserve.connect(host, port [, opts]) -> conn | nil, err
 -- coserve.connect("unix:/path" [, opts])
+-- opts.tls = true | { server_name =, verify = true, ca =, cert =, key =,
+-- alpn =, protocols =, ciphers = }: the connection is TLS once returned.
 function M.connect(host, port, opts)
   if type(host) ~= "string" then error("bad argument #1 to 'connect' (string expected)", 2) end
   local key, conn, err
   if host:sub(1, 5) == "unix:" then
     opts = type(port) == "table" and port or opts or {}
     key = host
+    if opts.tls then return nil, "tls: not over unix sockets" end
     conn = pool_take(key)
     if conn then return conn end
     conn, err = core.connect(host, nil, opts.timeout, opts.max_frame, opts.send_buffer)
@@ -332,6 +380,13 @@ function M.connect(host, port, opts)
     opts = opts or {}
     if type(port) ~= "number" then error("bad argument #2 to 'connect' (port expected)", 2) end
     key = host .. ":" .. port
+    local tls = opts.tls
+    if tls then
+      if tls == true then tls = {} end
+      if type(tls) ~= "table" then error("coserve.connect: option 'tls' must be true or a table", 2) end
+      -- Only a connection made with the same checks may be reused.
+      key = key .. "|tls:" .. (tls.server_name or host) .. "\0" .. context_key(tls)
+    end
     conn = pool_take(key)
     if conn then return conn end
     local addrs
@@ -344,6 +399,19 @@ function M.connect(host, port, opts)
     end
   end
   if not conn then return nil, err end
+  if opts.tls then
+    local tls = opts.tls == true and {} or opts.tls
+    local ctx
+    ctx, err = client_context(tls)
+    local ok
+    if ctx then
+      ok, err = conn:_tls_handshake(ctx, tls.server_name or host, tls.verify ~= false, opts.timeout)
+    end
+    if not ok then
+      conn:close()
+      return nil, err
+    end
+  end
   pool_keys[conn] = key
   return conn
 end
@@ -367,16 +435,53 @@ local function needs_resolving(server)
   return not server.is_unix and not is_literal(server.host)
 end
 
+-- A TLS server's options; its context is made by each start(), so that a
+-- reload (a new process) or a restart reads renewed certificates.
+local tls_options = setmetatable({}, { __mode = "k" })
+
 function server_methods.start(self)
   if needs_resolving(self) then
     local ok, err = resolve_host(self)
     if not ok then return nil, err end
   end
+  local tls = tls_options[self]
+  if tls then
+    local ctx, err = core.tls_context(tls, true)
+    if not ctx then return nil, err end
+    self:_settls(ctx)
+  end
   return raw_start(self)
 end
 
+-- On a TLS server, the handshake runs in the connection's own task before
+-- the handler (never in the accept path): a silent or plaintext client
+-- costs its own connection only, closed when the handshake fails or
+-- handshake_timeout passes.
+local raw_handle = server_methods.handle
+
+function server_methods.handle(self, fn)
+  local tls = tls_options[self]
+  if tls and type(fn) == "function" then
+    local handler, timeout = fn, tls.handshake_timeout or 10
+    fn = function(conn)
+      if conn:_tls_handshake(nil, nil, nil, timeout) then return handler(conn) end
+    end
+  end
+  return raw_handle(self, fn)
+end
+
 function M.server(opts)
+  local tls = type(opts) == "table" and opts.tls
+  if tls then
+    if type(tls) ~= "table" then error("coserve.server: option 'tls' must be a table", 2) end
+    local rest = {}
+    for k, v in pairs(opts) do
+      if k ~= "tls" then rest[k] = v end
+    end
+    opts = rest
+  end
   local server = core.server(opts)
+  tls_options[server] = tls or nil
   if needs_resolving(server) and current() then resolve_host(server) end
   return server
 end

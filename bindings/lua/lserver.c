@@ -163,10 +163,11 @@ static int lserver_shutdown(lua_State *L) {
   return 1;
 }
 
-/* server:stats() -> {connections, accepted, rejected, bytes_in, bytes_out} */
+/* server:stats() -> {connections, accepted, rejected, bytes_in, bytes_out,
+ * tls_handshakes, tls_failures} */
 static int lserver_stats(lua_State *L) {
   cs_server_t *s = server_check(L);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 7);
   lua_pushnumber(L, s->stats.connections);
   lua_setfield(L, -2, "connections");
   lua_pushnumber(L, s->stats.accepted);
@@ -177,6 +178,10 @@ static int lserver_stats(lua_State *L) {
   lua_setfield(L, -2, "bytes_in");
   lua_pushnumber(L, s->stats.bytes_out);
   lua_setfield(L, -2, "bytes_out");
+  lua_pushnumber(L, s->stats.tls_handshakes);
+  lua_setfield(L, -2, "tls_handshakes");
+  lua_pushnumber(L, s->stats.tls_failures);
+  lua_setfield(L, -2, "tls_failures");
   return 1;
 }
 

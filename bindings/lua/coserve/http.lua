@@ -558,26 +558,30 @@ end
 
 ---------------------------------------------------------------- client
 
--- "http://host:port/path?q" -> host, port, target
+-- "http[s]://host:port/path?q" -> host, port, target, authority, https
 local function parse_url(url)
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  if scheme ~= "http" then return nil end
+  scheme = scheme and lower(scheme)
+  if scheme ~= "http" and scheme ~= "https" then return nil end
   local authority, target = rest:match("^([^/?#]*)(.*)$")
   if target == "" then target = "/" end
   local host, port = authority:match("^%[(.+)%]:?(%d*)$")
   if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
   if not host then return nil end
-  return host, tonumber(port) or 80, target, authority
+  local https = scheme == "https"
+  return host, tonumber(port) or (https and 443 or 80), target, authority, https
 end
 
--- http.request{method =, url =, headers =, body =, timeout =, max_body =}
--- -> res {status, reason, version, headers (names lowercased), body}
+-- http.request{method =, url =, headers =, body =, timeout =, max_body =,
+-- tls =} -> res {status, reason, version, headers (names lowercased), body}
 --  | nil, err. Connections are kept alive in coserve's pool; redirects are
--- returned, not followed.
+-- returned, not followed. An https:// URL is verified against the system's
+-- CAs and the URL's host; tls = coserve.connect's tls options (ca =,
+-- verify = false, cert =, key =, ...) changes that.
 function M.request(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'request' (table expected)", 2) end
-  local host, port, target, authority = parse_url(opts.url or "")
-  if not host then return nil, "bad url (http://host[:port]/path expected)" end
+  local host, port, target, authority, https = parse_url(opts.url or "")
+  if not host then return nil, "bad url (http[s]://host[:port]/path expected)" end
   local method = (opts.method or "GET"):upper()
   local timeout = opts.timeout or 60
   local body = opts.body and tostring(opts.body) or nil
@@ -595,7 +599,12 @@ function M.request(opts)
   parts[#parts + 1] = "\r\n"
   if body then parts[#parts + 1] = body end
 
-  local conn, err = coserve.connect(host, port, { timeout = timeout })
+  local tls
+  if https then
+    tls = { server_name = host }
+    for k, v in pairs(opts.tls or {}) do tls[k] = v end
+  end
+  local conn, err = coserve.connect(host, port, { timeout = timeout, tls = tls })
   if not conn then return nil, err end
   conn:settimeouts(timeout, timeout, timeout)
   local ok

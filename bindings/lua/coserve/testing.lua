@@ -96,4 +96,47 @@ function M.connect(server, opts)
   return coserve.connect("127.0.0.1", server.port, opts)
 end
 
+local function write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  return path
+end
+
+-- testing.tls([dir]) -> a throw-away CA and certificates signed by it,
+-- written as PEM files in dir (default: a new directory under /tmp):
+--   { dir =, ca =, ca_key =,                     the CA
+--     cert =, key =,                              for localhost, 127.0.0.1, ::1
+--     client_cert =, client_key =,                CN "client", for mTLS
+--     make = function(name, opts) -> cert, key }  more: opts = { cn =, san =,
+--                                                 not_before =, not_after = (s from
+--                                                 now), self_signed = true }
+-- so a TLS handler test reads:
+--   local certs = testing.tls()
+--   local server = testing.server(handler, { tls = { cert = certs.cert, key = certs.key } })
+--   local client = testing.connect(server, { tls = { ca = certs.ca } })
+-- Remove dir when done (os.execute("rm -r " .. certs.dir)), or keep one for a suite.
+function M.tls(dir)
+  if not dir then
+    dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -m 700 '" .. dir .. "'") == 0, "cannot make " .. dir)
+  end
+  local ca_pem, ca_key = core.tls_make_cert{ cn = "coserve test CA", ca = true }
+  local t = { dir = dir, ca = write_file(dir .. "/ca.pem", ca_pem),
+              ca_key = write_file(dir .. "/ca.key", ca_key) }
+  function t.make(name, opts)
+    opts = opts or {}
+    local cert, key = core.tls_make_cert{
+      cn = opts.cn or name, san = opts.san, not_before = opts.not_before,
+      not_after = opts.not_after,
+      issuer_cert = not opts.self_signed and ca_pem or nil,
+      issuer_key = not opts.self_signed and ca_key or nil }
+    return write_file(dir .. "/" .. name .. ".pem", cert), write_file(dir .. "/" .. name .. ".key", key)
+  end
+  t.cert, t.key = t.make("localhost", { san = "DNS:localhost,IP:127.0.0.1,IP:::1" })
+  t.client_cert, t.client_key = t.make("client")
+  return t
+end
+
 return M
