@@ -32,6 +32,7 @@ typedef struct cs_conn_s cs_conn_t;
 typedef struct cs_server_s cs_server_t;
 typedef struct cs_tls_s cs_tls_t;
 typedef struct cs_tls_ctx_s cs_tls_ctx_t;
+typedef struct cs_udp_s cs_udp_t;
 
 /* ---- buffers and matchers (buf.c, match.c) ---- */
 
@@ -433,6 +434,34 @@ void cs__server_conn_gone(cs_server_t *s, cs_conn_t *c);
 /* Drops one reference to c (see refs); the last one frees it. */
 void cs__conn_release(cs_conn_t *c);
 
+/* ---- datagrams (udp.c) ---- */
+
+struct cs_udp_s {
+  uv_udp_t handle;
+  cs_runtime_t *rt;
+  cs_task_t *reader;     /* parked in receive/recvfrom */
+  cs_wait_t rwait;
+  size_t want;           /* the reader's largest acceptable datagram */
+  int want_from;         /* recvfrom: push the sender's ip and port too */
+  cs_task_t *sender;     /* parked while the kernel was full */
+  cs_wait_t swait;
+  uv_udp_send_t sreq;
+  int sref;              /* anchors the datagram being queued */
+  double timeout;        /* receive's and a queued send's, seconds */
+  unsigned connected : 1, closing : 1;
+};
+
+cs_udp_t *cs__udp_new(cs_runtime_t *rt);
+/* Idempotent; wakes parked callers with "closed"; memory goes in the close
+ * callback. */
+void cs__udp_close(cs_udp_t *u);
+/* As lua_CFunction bodies: push the results or park. */
+int cs__udp_recv(lua_State *L, cs_udp_t *u, size_t want, int want_from, double timeout,
+                 const char *fname);
+int cs__udp_send(lua_State *L, cs_udp_t *u, int idx, const struct sockaddr *addr,
+                 const char *fname);
+int cs__udp_getsockname(lua_State *L, cs_udp_t *u);
+
 /* ---- TLS (tls.c) ---- */
 
 typedef enum { CS_TLS_VERIFY_NONE, CS_TLS_VERIFY_OPTIONAL, CS_TLS_VERIFY_REQUIRED } cs_tls_verify_t;
@@ -490,6 +519,7 @@ void cs__open_net(lua_State *L, cs_runtime_t *rt);
 void cs__open_http(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__open_wsutil(lua_State *L); /* into the table on top */
 void cs__open_tls(lua_State *L, cs_runtime_t *rt); /* into the table on top */
+void cs__open_udp(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__sha1(const void *data, size_t len, unsigned char out[20]);
 void cs__preload_lua(lua_State *L);
 

@@ -317,6 +317,46 @@ function M.close_idle()
   end
 end
 
+---------------------------------------------------------------- UDP
+
+-- coserve.udp() -> a datagram socket (SPEC §4; docs/api.md). A host name
+-- given to bind, setpeername or sendto is resolved first (its first
+-- address); data may be a string or an array of strings.
+local udp_methods = core.udp_methods
+
+local function udp_address(host)
+  if type(host) ~= "string" or is_literal(host) then return host end
+  local addrs, err = M.resolve(host)
+  if not addrs then return nil, err end
+  if #addrs == 0 then return nil, "host not found" end
+  return addrs[1]
+end
+
+for _, name in ipairs({ "bind", "setpeername" }) do
+  local raw = udp_methods[name]
+  udp_methods[name] = function(self, host, port)
+    local ip, err = udp_address(host)
+    if not ip then return nil, err end
+    return raw(self, ip, port)
+  end
+end
+
+local raw_sendto, raw_send = udp_methods.sendto, udp_methods.send
+
+function udp_methods:sendto(data, host, port)
+  if type(data) == "table" then data = table.concat(data) end
+  local ip, err = udp_address(host)
+  if not ip then return nil, err end
+  return raw_sendto(self, data, ip, port)
+end
+
+function udp_methods:send(data)
+  if type(data) == "table" then data = table.concat(data) end
+  return raw_send(self, data)
+end
+
+M.udp = core.udp
+
 ---------------------------------------------------------------- TLS
 
 -- Client contexts are made once per set of options: loading the system's

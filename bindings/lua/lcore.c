@@ -190,6 +190,7 @@ int luaopen_coserve_core(lua_State *L) {
   cs__open_http(L, rt);
   cs__open_wsutil(L);
   cs__open_tls(L, rt);
+  cs__open_udp(L, rt);
   lua_pushliteral(L, CS_VERSION);
   lua_setfield(L, -2, "version");
   lua_pushfstring(L, "%s", uv_version_string());
