@@ -210,8 +210,13 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
       lua_pushboolean(co, 1);
       return 1;
     }
-    if (c->eof || c->err)
+    if (c->eof || c->err) {
+      /* The peer closed or reset mid-handshake: a failed handshake too
+       * (OpenSSL's own refusals, CS_ETLS, were counted as they happened). */
+      if (c->server && c->err != CS_ETLS)
+        c->server->stats.tls_failures++;
       return cs__conn_push_error(co, c, c->err ? c->err : CS_ECLOSED);
+    }
     return 0;
   }
   int r = cs__match(&c->rreq, cs__buf_data(b), b->len, c->eof, &take, &skip);
