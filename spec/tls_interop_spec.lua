@@ -48,6 +48,14 @@ local function echo(ended)
   end
 end
 
+local function children(pid)
+  local f = io.popen("pgrep -P " .. pid)
+  local list = {}
+  for line in f:lines() do list[#list + 1] = tonumber(line) end
+  f:close()
+  return list
+end
+
 describe("TLS with peers nobody here wrote", function()
   local certs
   setup(function() certs = testing.tls() end)
@@ -393,7 +401,8 @@ describe("TLS with peers nobody here wrote", function()
       return subject
     end
 
-    it("by a SIGHUP reload under -w 2: new connections get the new certificate", function()
+    it("by a SIGHUP reload under -w 2: new connections get the new certificate; a bad one fails the reload",
+      function()
       local dir = proc.tmpdir()
       install(dir, "first")
       proc.write(dir .. "/app.lua", [[
@@ -448,6 +457,16 @@ describe("TLS with peers nobody here wrote", function()
         { timeout = 10 })
       assert.matches("subject=CN ?= ?renewed", r.out)
       assert.matches("Verify return code: 0 %(ok%)", r.out)
+      -- A broken certificate at the next reload: the new workers cannot
+      -- start, the reload fails and says why, the others keep serving.
+      assert(proc.poll(10, function() return #children(p.pid) == 2 end),
+        "the old workers did not exit")
+      proc.write(dir .. "/server.pem", "not a certificate\n")
+      p:signal("HUP")
+      assert(proc.poll(10, function() return p:stderr():find("reload failed", 1, true) end),
+        p:stderr())
+      assert.matches("tls: cannot use certificate " .. dir .. "/server.pem", p:stderr(), 1, true)
+      testing.run(function() assert.matches("CN=renewed", assert(peer_subject(port))) end)
       p:signal("TERM")
       assert.equal(0, p:wait_exit(15))
     end)
