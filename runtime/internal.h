@@ -140,6 +140,7 @@ struct cs_runtime_s {
   uv_idle_t idle;        /* keeps poll from blocking while tasks are ready */
   cs_server_t *servers;  /* servers that are listening or draining */
   cs_conn_t *flushing;   /* closed connections whose send buffer drains */
+  void *polls;           /* cs_poll's waits in progress (poll.c) */
   uv_timer_t flush_timer; /* closes those past their send_timeout */
   double next_conn_id;
   cs_log_level_t log_level;
@@ -222,6 +223,8 @@ cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front);
 /* The running task if L is its coroutine; raises "fname: not inside a
  * coserve coroutine" otherwise. */
 cs_task_t *cs__task_current(lua_State *L, const char *fname);
+/* The same for a C function without the runtime as its upvalue (a host's). */
+cs_task_t *cs__task_of(cs_runtime_t *rt, lua_State *L, const char *fname);
 
 /* Parks t (whose coroutine is L) on w for timeout seconds (< 0: forever).
  * Returns what a lua_CFunction returns: it yields, or (for a task already

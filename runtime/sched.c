@@ -148,7 +148,10 @@ cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front) {
 }
 
 cs_task_t *cs__task_current(lua_State *L, const char *fname) {
-  cs_runtime_t *rt = cs__runtime_get(L);
+  return cs__task_of(cs__runtime_get(L), L, fname);
+}
+
+cs_task_t *cs__task_of(cs_runtime_t *rt, lua_State *L, const char *fname) {
   cs_task_t *t = rt->current;
   if (t == NULL || t->co != L)
     luaL_error(L, "%s: not inside a coserve coroutine", fname);

@@ -24,6 +24,7 @@ local M = {
   log = core.log,
   log_level = core.log_level,
   shutdown = core.shutdown,
+  poll = core.poll,
 }
 
 local function run_results(ok, ...)

@@ -169,13 +169,26 @@ static int lcore_abort_all(lua_State *L) {
   return 0;
 }
 
+/* core.poll(fd, "r"|"w"|"rw" [, timeout]) -> "r"|"w"|"rw" | nil, err */
+static int lcore_poll(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  const char *ev = luaL_checkstring(L, 2);
+  int events = 0;
+  for (const char *p = ev; *p; p++)
+    events |= *p == 'r' ? CS_POLL_READABLE : *p == 'w' ? CS_POLL_WRITABLE : 0x100;
+  if (events == 0 || (events & 0x100))
+    return luaL_argerror(L, 2, "\"r\", \"w\" or \"rw\" expected");
+  double timeout = luaL_optnumber(L, 3, -1);
+  return cs_poll(L, (int)fd, events, timeout < 0 ? -1 : timeout);
+}
+
 static const luaL_Reg core_funcs[] = {
     {"abort_all", lcore_abort_all}, {"worker_id", lcore_worker_id},
     {"run", lcore_run},         {"spawn", lcore_spawn},     {"sleep", lcore_sleep},
     {"now", lcore_now},         {"park", lcore_park},       {"wake", lcore_wake},
     {"current", lcore_current}, {"exiting", lcore_exiting}, {"stats", lcore_stats},
     {"log", lcore_log},         {"log_level", lcore_log_level}, {"shutdown", lcore_shutdown},
-    {NULL, NULL}};
+    {"poll", lcore_poll},       {NULL, NULL}};
 
 int luaopen_coserve_core(lua_State *L) {
   cs_runtime_t *rt = cs__runtime_for(L);

@@ -89,6 +89,27 @@ int cs_master_run(const cs_master_opts_t *opts);
  * returns it, servers default to reuse_port, log lines carry it. */
 void cs_runtime_set_worker(cs_runtime_t *rt, int id);
 
+/* Waiting for a foreign descriptor, for C functions called from a coroutine
+ * (a binding of a C library with a non-blocking API: libpq, libmariadb,
+ * hiredis, libcurl multi):
+ *
+ *   static int l_wait_readable(lua_State *L) {
+ *     return cs_poll(L, fd_of(L, 1), CS_POLL_READABLE, luaL_optnumber(L, 2, -1));
+ *   }
+ *
+ * As the tail `return` of a lua_CFunction: it parks the calling coroutine
+ * until fd is ready for `events` (CS_POLL_READABLE | CS_POLL_WRITABLE) or
+ * `timeout` seconds pass (< 0: no limit), and the function then returns, to
+ * its Lua caller, "r", "w" or "rw" (what is ready), or nil, "timeout" /
+ * "canceled" / "busy" (another coroutine polls fd already) / libuv's
+ * message. The C function does not continue after the wait: the loop around
+ * it (call the library, wait, call again) is written in Lua, or as
+ * several C functions. Raises if not called from a coserve coroutine.
+ * coserve.poll(fd, "r"|"w"|"rw" [, timeout]) is the same from Lua. */
+#define CS_POLL_READABLE 1
+#define CS_POLL_WRITABLE 2
+int cs_poll(lua_State *L, int fd, int events, double timeout);
+
 /* Messages for coserve's error codes and libuv's ("timeout", "closed", ...). */
 const char *cs_strerror(int err);
 
