@@ -115,15 +115,20 @@ describe("TLS with peers nobody here wrote", function()
           local ended = coserve.channel(4)
           local s = tls_server(echo(ended), { cert = certs.cert, key = certs.key,
                                               protocols = "TLSv1.2" })
-          -- "before" is echoed; R asks for a renegotiation; "after" would be
-          -- echoed only if the connection outlived it.
+          -- "before" is echoed; once the go file exists, R (alone in its
+          -- read, as s_client wants it) asks for a renegotiation; "after"
+          -- would be echoed only if the connection outlived it.
+          local dir = proc.tmpdir()
+          local go = proc.quote(dir .. "/go")
           local p = proc.start(piped(
-            "{ printf 'before\\n'; sleep 0.5; printf 'R\\n'; sleep 1; printf 'after\\n'; sleep 1; }",
+            "{ printf 'before\\n'; i=0; while [ ! -e " .. go .. " ] && [ $i -lt 200 ]; do " ..
+            "sleep 0.05; i=$((i+1)); done; printf 'R\\n'; sleep 1; printf 'after\\n'; sleep 1; }",
             { "openssl", "s_client", "-tls1_2", "-connect", "127.0.0.1:" .. s.port,
               "-servername", "localhost", "-CAfile", certs.ca }))
-          finally(function() p:stop() end)
+          finally(function() p:stop() proc.rmdir(dir) end)
           proc.poll(5, function() return p:stdout():find("\nbefore\n", 1, true) end)
           good_client(s, "served while s_client is connected")
+          proc.write(dir .. "/go", "")
           assert(p:wait_exit(10), "s_client did not end")
           local out, err = p:stdout(), p:stderr()
           assert.matches("\nbefore\n", out)
