@@ -3,7 +3,7 @@
 # Sourced, not run. Progress goes to stderr so that apps own stdout.
 
 COSERVE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-COSERVE_PACKAGES=(build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libuv1-dev lua-busted node-llhttp libssl-dev)
+COSERVE_PACKAGES=(build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libuv1-dev lua-busted node-llhttp libssl-dev zlib1g-dev)
 
 cs_need_packages() {
   local missing=() p
