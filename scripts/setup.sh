@@ -3,7 +3,7 @@
 # Sourced, not run. Progress goes to stderr so that apps own stdout.
 
 COSERVE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-COSERVE_PACKAGES=(build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libuv1-dev lua-busted node-llhttp libssl-dev zlib1g-dev)
+COSERVE_PACKAGES=(build-essential cmake pkg-config luajit2 libluajit2-5.1-dev libuv1-dev lua-busted node-llhttp libssl-dev zlib1g-dev libpq-dev)
 
 cs_need_packages() {
   local missing=() p
@@ -16,6 +16,23 @@ cs_need_packages() {
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# cs_need_packages_no_start PKG...: cs_need_packages for packages that
+# install a service (nginx-extras, redis-server, memcached, dnsmasq): a
+# policy-rc.d keeps every service from starting during the install; one
+# that was there already (Debian's container images have one) is left alone.
+cs_need_packages_no_start() {
+  local policy=/usr/sbin/policy-rc.d made="" rc sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# coserve: no service starts during its install\nexit 101\n' |
+      $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && made=1
+  fi
+  cs_need_packages "$@"
+  rc=$?
+  [ -z "$made" ] || $sudo rm -f "$policy"
+  return $rc
 }
 
 # cs_build DIR [cmake args...]: configure once, then an incremental build.

@@ -400,3 +400,113 @@ describe("nginx.websocket.client on coserve.ngx, against coserve's WebSocket ser
     end)
   end)
 end)
+
+describe("nginx.dns.resolver on coserve.ngx, against dnsmasq", function()
+  local resolver = require "nginx.dns.resolver"
+  local server, port, dir
+
+  lazy_setup(function()
+    assert(have("dnsmasq"), "dnsmasq is missing (scripts/test installs it)")
+    dir = proc.tmpdir()
+    local hosts = { "10.0.0.1 host.test", "fd00::1 host.test" }
+    -- More A records than a 512-byte UDP answer holds: dnsmasq sets TC and
+    -- the resolver must ask again over TCP.
+    for i = 1, 60 do hosts[#hosts + 1] = "10.1.0." .. i .. " many.test" end
+    proc.write(dir .. "/hosts", table.concat(hosts, "\n") .. "\n")
+    local user = io.popen("id -un"):read("*l")
+    server, port = start_server(function(p)
+      return { "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--port=" .. p,
+               "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+               "--addn-hosts=" .. dir .. "/hosts", "--conf-file=/dev/null", "--pid-file=",
+               "--local=/test/", "--txt-record=txt.test,hello dns",
+               "--cname=alias.test,host.test", "--user=" .. user }
+    end, "read .*hosts")
+  end)
+
+  lazy_teardown(function()
+    if server then server:stop() end
+    proc.rmdir(dir)
+  end)
+
+  local function new(opts)
+    opts = opts or {}
+    return assert(resolver:new{ nameservers = { { "127.0.0.1", opts.port or port } },
+                                retrans = opts.retrans or 2, timeout = opts.timeout or 2000 })
+  end
+
+  it("answers A, AAAA, TXT and CNAME queries over UDP", function()
+    run(function()
+      local r = new()
+      local ans = assert(r:query("host.test", { qtype = r.TYPE_A }))
+      assert.equal(1, #ans)
+      assert.equal("10.0.0.1", ans[1].address)
+      assert.equal(r.TYPE_A, ans[1].type)
+      ans = assert(r:query("host.test", { qtype = r.TYPE_AAAA }))
+      assert.equal("fd00::1", resolver.compress_ipv6_addr(ans[1].address))
+      ans = assert(r:query("txt.test", { qtype = r.TYPE_TXT }))
+      assert.equal("hello dns", ans[1].txt)
+      ans = assert(r:query("alias.test"))
+      assert.equal("host.test", ans[1].cname)
+      assert.equal("10.0.0.1", ans[2].address)
+    end)
+  end)
+
+  it("reports a name that does not exist as NXDOMAIN", function()
+    run(function()
+      local ans = assert(new():query("nothing.test"))
+      assert.equal(3, ans.errcode)
+      assert.equal(0, #ans)
+    end)
+  end)
+
+  it("queries over TCP, and falls back to TCP when the UDP answer is truncated", function()
+    run(function()
+      local r = new()
+      local ans = assert(r:tcp_query("host.test"))
+      assert.equal("10.0.0.1", ans[1].address)
+      ans = assert(r:query("many.test"))
+      assert.equal(60, #ans)            -- 60 answers do not fit in 512 bytes of UDP
+      local seen = {}
+      for i = 1, #ans do seen[ans[i].address] = true end
+      assert.truthy(seen["10.1.0.1"] and seen["10.1.0.60"])
+    end)
+  end)
+
+  it("times out against a server that never answers, after its retransmissions", function()
+    run(function()
+      local silent = assert(coserve.udp())
+      assert(silent:bind("127.0.0.1", 0))
+      local _, silent_port = silent:getsockname()
+      local r = new({ port = silent_port, retrans = 2, timeout = 100 })
+      local ans, err = r:query("host.test")
+      assert.is_nil(ans)
+      assert.matches("timeout", err)
+      -- The queries did arrive: two of them, one per try.
+      local got = 0
+      for _ = 1, 2 do
+        if silent:recvfrom(0.5) then got = got + 1 end
+      end
+      assert.equal(2, got)
+      silent:close()
+    end)
+  end)
+
+  it("resolves from 20 coroutines at once, each getting its own answer", function()
+    run(function()
+      local wg = coserve.waitgroup()
+      local bad = {}
+      for i = 1, 20 do
+        wg:add(1)
+        coserve.spawn(function()
+          local ans, err = new():query("host.test")
+          if not (ans and ans[1] and ans[1].address == "10.0.0.1") then
+            bad[#bad + 1] = tostring(err or (ans and ans.errstr))
+          end
+          wg:done()
+        end)
+      end
+      assert(wg:wait(10))
+      assert.same({}, bad)
+    end)
+  end)
+end)
