@@ -198,8 +198,10 @@ local function pool_take(pool)
 end
 
 -- ngx_lua's backlog: with opts.backlog, at most pool_size connections of a
--- pool are open at once (in use or idle); more connects wait, at most
--- `backlog` of them, for the connect timeout.
+-- pool are in use at once; more connects wait, at most `backlog` of them,
+-- for the connect timeout, and take the connection put back first. (Idle
+-- ones do not count here, as they do in ngx_lua: a pool of this process
+-- never holds more than pool_size idle ones either.)
 local function slot_acquire(pool, timeout)
   if not pool.backlog then return true end
   if pool.active < pool.size then
@@ -282,25 +284,27 @@ function Tcp:connect(host, port, opts)
   end
   self.pool = pool
   local conn = pool_take(pool)
-  if conn then
-    local times = (reused[conn] or 0) + 1
-    reused[conn] = times
-    self.c, self.reused = conn, times
-    apply_timeouts(self)
-    return 1
-  end
-  local ok, err = slot_acquire(pool, seconds(self.ct, 60))
-  if not ok then return nil, err end
-  -- A connection freed while this one waited for its slot is reused.
-  conn = pool_take(pool)
+  local ok, err
   if not conn then
-    conn, err = coserve_connect(host, port, { timeout = seconds(self.ct, 60) })
+    ok, err = slot_acquire(pool, seconds(self.ct, 60))
+    if not ok then return nil, err end
+    self.held = pool.backlog and true or false
+    -- A connection pooled while this one waited for its slot is reused.
+    conn = pool_take(pool)
     if not conn then
-      slot_release(pool)
-      return nil, err
+      conn, err = coserve_connect(host, port, { timeout = seconds(self.ct, 60) })
+      if not conn then
+        drop(self)
+        return nil, err
+      end
+      self.c, self.reused = conn, 0
+      apply_timeouts(self)
+      return 1
     end
   end
-  self.c, self.held, self.reused = conn, pool.backlog and true or false, reused[conn] or 0
+  local times = (reused[conn] or 0) + 1
+  reused[conn] = times
+  self.c, self.reused = conn, times
   apply_timeouts(self)
   return 1
 end
@@ -480,11 +484,6 @@ function Tcp:setkeepalive(ms, size)
   end
   if ms == nil then ms = 60000 end
   idle[#idle + 1] = { conn = c, expires = ms == 0 and math.huge or now() + ms / 1000 }
-  if pool.backlog then
-    -- Idle connections of a limited pool still count; a waiter takes one.
-    pool.active = pool.active + 1
-    slot_release(pool)
-  end
   return 1
 end
 
@@ -754,14 +753,18 @@ do
   getpid = ok and function() return tonumber(f()) end or function() return 0 end
 end
 
--- The worker count of `coserve -w N`, read once from the command line the
--- master started this worker with.
+-- The worker count of `coserve -w N`, read once from the master's command
+-- line (/proc: Linux).
 local worker_count
 local function count_workers()
   if worker_count then return worker_count end
   worker_count = 1
   if coserve.worker_id() > 0 then
-    local f = io.open("/proc/self/cmdline", "rb")
+    -- The master keeps -w N for itself: read it from the parent's line.
+    local stat = io.open("/proc/self/stat", "rb")
+    local ppid = stat and stat:read("*a"):match("^%d+ %b() %S+ (%d+)")
+    if stat then stat:close() end
+    local f = ppid and io.open("/proc/" .. ppid .. "/cmdline", "rb")
     local cmd = f and f:read("*a") or ""
     if f then f:close() end
     local args, i = {}, 0
