@@ -660,6 +660,7 @@ set ylabel "RSS (MB)"
 set key outside right
 set grid
 set yrange [0:*]
+set autoscale xfix
 set arrow from %g, graph 0 to %g, graph 1 nohead dashtype 2
 set label "end of warm-up" at %g, graph 0.95 offset 0.5,0
 plot %s
