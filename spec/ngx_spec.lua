@@ -36,6 +36,17 @@ describe("coserve.ngx", function()
     rawset(_G, "ngx", nil)
   end)
 
+  it("can be the first module plain LuaJIT requires from coserve.so", function()
+    local r = proc.run({ "luajit", "-e", ([[
+      package.path = ""
+      package.cpath = %q
+      local ngx = require "coserve.ngx"
+      print(type(ngx.socket.tcp), type(package.loaded.coserve))
+    ]]):format(proc.BUILD .. "/lua/?.so") })
+    assert.equal(0, r.status, r.err)
+    assert.equal("function\ttable\n", r.out)
+  end)
+
   it("raises 'coserve.ngx: ngx.X is not supported' for what it does not provide", function()
     local say = ngx.say                        -- taking it is fine: calling it is not
     assert.has_error(function() say("x") end, "coserve.ngx: ngx.say is not supported")

@@ -50,3 +50,4 @@ int luaopen_coserve(lua_State *L) { return require_module(L, "coserve"); }
 int luaopen_coserve_testing(lua_State *L) { return require_module(L, "coserve.testing"); }
 int luaopen_coserve_http(lua_State *L) { return require_module(L, "coserve.http"); }
 int luaopen_coserve_websocket(lua_State *L) { return require_module(L, "coserve.websocket"); }
+int luaopen_coserve_ngx(lua_State *L) { return require_module(L, "coserve.ngx"); }
