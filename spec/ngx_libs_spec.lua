@@ -341,6 +341,19 @@ describe("nginx.memcached on coserve.ngx, against memcached", function()
   end)
 end)
 
+describe("the nginx.* modules", function()
+  it("all load; what needs nginx itself fails with the name of what is missing", function()
+    for _, name in ipairs({ "nginx.redis", "nginx.redis.connector", "nginx.redis.sentinel",
+      "nginx.memcached", "nginx.dns.resolver", "nginx.websocket.client", "nginx.websocket.protocol",
+      "nginx.websocket.server", "nginx.kafka.producer", "nginx.kafka.client", "nginx.kafka.broker" }) do
+      assert.is_table(require(name), name)
+    end
+    -- The server side of nginx.websocket reads the request through nginx.
+    local server = require "nginx.websocket.server"
+    assert.has_error(function() server:new() end, "coserve.ngx: ngx.headers_sent is not supported")
+  end)
+end)
+
 describe("nginx.websocket.client on coserve.ngx, against coserve's WebSocket server", function()
   local client_mod = require "nginx.websocket.client"
 

@@ -53,6 +53,12 @@ describe("coserve.ngx", function()
     assert.has_error(function() ngx.req.get_headers() end,
       "coserve.ngx: ngx.req.get_headers is not supported")
     assert.has_error(function() return ngx.var.uri end, "coserve.ngx: ngx.var.uri is not supported")
+    assert.has_error(function() ngx.ctx.x = 1 end, "coserve.ngx: ngx.ctx.x is not supported")
+    assert.has_error(function() return ngx.headers_sent end,
+      "coserve.ngx: ngx.headers_sent is not supported")
+    local http_version = ngx.req.http_version       -- taken when a library loads
+    assert.has_error(function() http_version() end,
+      "coserve.ngx: ngx.req.http_version is not supported")
     assert.has_error(function() ngx.socket.unix() end, "coserve.ngx: ngx.socket.unix is not supported")
     assert.has_error(function() ngx.re.split("a", ",") end, "coserve.ngx: ngx.re.split is not supported")
     assert.has_error(function() ngx.socket.tcp():setoption("keepalive", true) end,

@@ -30,19 +30,29 @@ local ngx = {}
 ---------------------------------------------------------------- not supported
 
 -- What coserve.ngx does not provide is a stand-in that raises, with the
--- name, when it is called, indexed or assigned to: `local say = ngx.say` at
--- a library's load time still works; calling it fails loudly.
+-- name, when it is called or assigned to: `local say = ngx.say` at a
+-- library's load time still works; calling it fails loudly. Indexing one
+-- gives a stand-in for the longer name (nginx.websocket.server takes
+-- ngx.req.http_version when it loads), except in the tables that hold
+-- values (ngx.var, ngx.header, ngx.ctx, ngx.arg): reading those raises.
 local stand_ins = {}
+local value_tables = { ["ngx.var"] = true, ["ngx.header"] = true, ["ngx.ctx"] = true,
+                       ["ngx.arg"] = true }
 
-local function not_supported(name)
+local not_supported
+not_supported = function(name)
   local p = stand_ins[name]
   if p then return p end
   p = newproxy(true)
   local mt = getmetatable(p)
   local msg = "coserve.ngx: " .. name .. " is not supported"
   mt.__call = function() error(msg, 2) end
-  mt.__index = function(_, k)
-    error("coserve.ngx: " .. name .. "." .. tostring(k) .. " is not supported", 2)
+  if value_tables[name] then
+    mt.__index = function(_, k)
+      error("coserve.ngx: " .. name .. "." .. tostring(k) .. " is not supported", 2)
+    end
+  else
+    mt.__index = function(_, k) return not_supported(name .. "." .. tostring(k)) end
   end
   mt.__newindex = function(_, k)
     error("coserve.ngx: " .. name .. "." .. tostring(k) .. " is not supported", 2)
@@ -1385,8 +1395,11 @@ end })
 
 -- The request API and the rest of ngx_lua have no meaning without nginx:
 -- every other name is a stand-in that raises when used.
+-- The fields that are values, not functions or tables, raise when read.
+local value_fields = { headers_sent = true, status = true, is_subrequest = true }
 setmetatable(ngx, { __index = function(_, k)
   if type(k) ~= "string" then return nil end
+  if value_fields[k] then error("coserve.ngx: ngx." .. k .. " is not supported", 2) end
   return not_supported("ngx." .. k)
 end })
 
