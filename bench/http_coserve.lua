@@ -2,7 +2,11 @@
 -- usage: coserve bench/http_coserve.lua PORT
 local http = require "coserve.http"
 
-local app = http.server{ host = "127.0.0.1", port = tonumber(arg[1]) or 8080 }
+-- BENCH_ACCESS_LOG=PATH (and BENCH_ACCESS_LOG_FORMAT=json): the same with
+-- an access log, to measure its cost (docs/benchmarks.md).
+local app = http.server{ host = "127.0.0.1", port = tonumber(arg[1]) or 8080,
+  access_log = os.getenv("BENCH_ACCESS_LOG"),
+  access_log_format = os.getenv("BENCH_ACCESS_LOG_FORMAT") }
 local headers = { ["content-type"] = "text/plain" }
 app:route("GET", "/", function(_, res)
   res:send(200, headers, "Hello, World!")

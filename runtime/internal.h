@@ -512,6 +512,13 @@ void cs__tls_push_info(lua_State *L, const cs_conn_t *c);
 int cs__push_error(lua_State *L, int err);
 void cs__log(cs_runtime_t *rt, cs_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* One line for worker_id (> 0 a worker, 0 a process alone, -1 the master),
+ * as text or JSON (cs__log_json(): COSERVE_LOG_FORMAT=json). */
+void cs__log_line(int worker_id, cs_log_level_t level, const char *msg);
+int cs__log_json(void);
+/* s as a JSON string's content at o (6 * len bytes of room); returns the
+ * end. Bytes that are not UTF-8 become U+FFFD (alog.c). */
+char *cs__json_escape(char *o, const char *s, size_t len);
 
 /* ---- Lua binding (bindings/lua) ---- */
 
@@ -526,5 +533,6 @@ void cs__open_udp(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__open_crypto(lua_State *L);                  /* into the table on top */
 void cs__sha1(const void *data, size_t len, unsigned char out[20]);
 void cs__preload_lua(lua_State *L);
+int luaopen_coserve_alog(lua_State *L); /* access-log writers (alog.c) */
 
 #endif /* COSERVE_INTERNAL_H */

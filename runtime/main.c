@@ -23,8 +23,10 @@ typedef struct {
   double grace;
   int signals;           /* how many SIGINT/SIGTERM so far */
   int cut_off;           /* the grace period ended with the app still running */
+  int json;              /* --log-format json */
   uv_signal_t sigint;
   uv_signal_t sigterm;
+  uv_signal_t sigusr1;   /* logrotate's signal: access logs reopen on it */
   uv_timer_t deadline;   /* ends the run once the grace period is over */
 } cli_t;
 
@@ -36,6 +38,7 @@ static const char usage_text[] =
     "  -c, --check          load and compile app.lua, report errors, exit\n"
     "  -e, --eval CODE      run CODE as the app (no file needed)\n"
     "      --log-level L    error|warn|info|debug (default info), logs to stderr\n"
+    "      --log-format F   text|json (default text): json = one object per line\n"
     "  -v, --version        print versions of coserve, LuaJIT and libuv\n"
     "  -h, --help           print this help\n";
 
@@ -66,18 +69,51 @@ static void cli_signal_cb(uv_signal_t *sig, int signum) {
   uv_timer_start(&cli->deadline, cli_deadline_cb, (uint64_t)(cli->grace * 1000) + 100, 0);
 }
 
+/* SIGUSR1 is the access logs' (each reopens its file on it, watching it
+ * itself); this watcher only keeps it from killing an app that has none,
+ * as a master passes it on to every worker. */
+static void cli_sigusr1_cb(uv_signal_t *sig, int signum) {
+  (void)sig;
+  (void)signum;
+}
+
 static void cli_watch_signals(cli_t *cli) {
   uv_loop_t *loop = cs_runtime_loop(cli->rt);
   uv_signal_init(loop, &cli->sigint);
   uv_signal_init(loop, &cli->sigterm);
+  uv_signal_init(loop, &cli->sigusr1);
   uv_timer_init(loop, &cli->deadline);
-  cli->sigint.data = cli->sigterm.data = cli->deadline.data = cli;
+  cli->sigint.data = cli->sigterm.data = cli->sigusr1.data = cli->deadline.data = cli;
   uv_signal_start(&cli->sigint, cli_signal_cb, SIGINT);
   uv_signal_start(&cli->sigterm, cli_signal_cb, SIGTERM);
+  uv_signal_start(&cli->sigusr1, cli_sigusr1_cb, SIGUSR1);
   /* None of them should keep the process alive on its own. */
   uv_unref((uv_handle_t *)&cli->sigint);
   uv_unref((uv_handle_t *)&cli->sigterm);
+  uv_unref((uv_handle_t *)&cli->sigusr1);
   uv_unref((uv_handle_t *)&cli->deadline);
+}
+
+/* Reports `coserve: message`, or with --log-format json the runtime's JSON
+ * line (through coserve.core.log, the one way to it from coserve.h). */
+static void cli_report(cli_t *cli, const char *msg) {
+  if (cli->json && cli->rt) {
+    lua_State *L = cs_runtime_lua(cli->rt);
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "coserve.core");
+    if (lua_pcall(L, 1, 1, 0) == 0) {
+      lua_getfield(L, -1, "log");
+      lua_pushliteral(L, "error");
+      lua_pushstring(L, msg);
+      if (lua_pcall(L, 2, 0, 0) == 0) {
+        lua_settop(L, top);
+        return;
+      }
+    }
+    lua_settop(L, top);
+  }
+  fprintf(stderr, PROGNAME ": %s\n", msg);
 }
 
 /* The global `arg`, as lua.c builds it: arg[0] the script, arg[1..] its
@@ -134,6 +170,8 @@ int main(int argc, char **argv) {
   cli_t cli;
   memset(&cli, 0, sizeof cli);
   cli.grace = 10;
+  const char *log_format = getenv("COSERVE_LOG_FORMAT");
+  cli.json = log_format != NULL && strcmp(log_format, "json") == 0;
   const char *eval = NULL;
   const char *pid_file = NULL;
   int workers = 1;
@@ -162,6 +200,13 @@ int main(int argc, char **argv) {
     } else if (strcmp(o, "--log-level") == 0) {
       if (v == NULL || parse_level(v, &level) != 0)
         return usage_error("invalid --log-level '%s' (error, warn, info or debug)", v ? v : "");
+      i++;
+    } else if (strcmp(o, "--log-format") == 0) {
+      if (v == NULL || (strcmp(v, "text") != 0 && strcmp(v, "json") != 0))
+        return usage_error("invalid --log-format '%s' (text or json)", v ? v : "");
+      /* The runtime, the master and the workers all read it from here. */
+      setenv("COSERVE_LOG_FORMAT", v, 1);
+      cli.json = strcmp(v, "json") == 0;
       i++;
     } else if (strcmp(o, "--grace") == 0) {
       char *end;
@@ -217,7 +262,7 @@ int main(int argc, char **argv) {
   else
     rc = luaL_loadfile(L, script);
   if (rc != 0) {
-    fprintf(stderr, PROGNAME ": %s\n", lua_tostring(L, -1));
+    cli_report(&cli, lua_tostring(L, -1));
     cs_runtime_free(cli.rt);
     return 1;
   }
@@ -235,7 +280,7 @@ int main(int argc, char **argv) {
    * that is a clean exit. Any other failure is reported, signal or not. */
   int status = 0;
   if (rc < 0 && !cli.cut_off) {
-    fprintf(stderr, PROGNAME ": %s\n", cs_runtime_error(cli.rt));
+    cli_report(&cli, cs_runtime_error(cli.rt));
     status = 1;
   }
   cs_runtime_free(cli.rt);

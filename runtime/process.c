@@ -94,6 +94,7 @@ struct master_s {
   int signals;
   int status;             /* the master's exit status */
   uv_signal_t sigint, sigterm;
+  uv_signal_t sigusr1;    /* reopen the access logs: passed to the workers */
   uv_timer_t kill_timer;  /* SIGKILLs what is left after the grace period */
   char exe[4096];
   char **env;             /* environ plus COSERVE_WORKER=<id> and the fds */
@@ -106,14 +107,23 @@ struct master_s {
 
 static void mlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* The master's log lines, in the workers' format. */
+/* The master's log lines, in the workers' format (log.c): fmt begins
+ * with the level ("warn: ..."). */
 static void mlog(const char *fmt, ...) {
+  static const char *const levels[] = {"error: ", "warn: ", "info: ", "debug: "};
   char line[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "coserve[master:%d] %s\n", (int)getpid(), line);
+  cs_log_level_t level = CS_LOG_INFO;
+  const char *msg = line;
+  for (int i = 0; i < 4; i++)
+    if (strncmp(line, levels[i], strlen(levels[i])) == 0) {
+      level = (cs_log_level_t)i;
+      msg = line + strlen(levels[i]);
+    }
+  cs__log_line(-1, level, msg);
 }
 
 /* ---- the listening sockets (master side) ---- */
@@ -427,6 +437,7 @@ static void master_close_all(master_t *m) {
   uv_close((uv_handle_t *)&m->sigint, NULL);
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sighup, NULL);
+  uv_close((uv_handle_t *)&m->sigusr1, NULL);
   uv_close((uv_handle_t *)&m->kill_timer, NULL);
   uv_close((uv_handle_t *)&m->reload_timer, NULL);
   for (int i = 0; i < 2 * m->n; i++)
@@ -541,6 +552,12 @@ static void worker_exit_cb(uv_process_t *p, int64_t status, int signum) {
   uv_close((uv_handle_t *)p, NULL);
   worker_close_notify(w);
   worker_close_chan(w);
+  if (m->stopping || w->retiring) {
+    if (signum)
+      mlog("info: worker %d (pid %d) exited by signal %d", w->id, (int)p->pid, signum);
+    else
+      mlog("info: worker %d (pid %d) exited with status %d", w->id, (int)p->pid, (int)status);
+  }
   if (m->stopping) {
     if (running_workers(m) == 0)
       master_close_all(m);
@@ -629,6 +646,7 @@ static int worker_start(worker_t *w) {
   uv_read_start((uv_stream_t *)&w->chan, chan_alloc_cb, chan_read_cb);
   w->running = 1;
   w->started = uv_now(&m->loop);
+  mlog("info: worker %d started (pid %d)", w->id, (int)w->proc.pid);
   return 0;
 }
 
@@ -640,6 +658,16 @@ static void master_signal_cb(uv_signal_t *s, int signum) {
     exit(130);
   }
   master_stop(m, 0);
+}
+
+/* SIGUSR1 (logrotate's): every worker reopens its access logs. A worker
+ * not yet ready is skipped: it may not watch the signal yet, and the logs
+ * it opens are the new files anyway. */
+static void master_sigusr1_cb(uv_signal_t *s, int signum) {
+  master_t *m = s->data;
+  for (int i = 0; i < 2 * m->n; i++)
+    if (m->workers[i].running && m->workers[i].ready)
+      uv_process_kill(&m->workers[i].proc, signum);
 }
 
 /* SIGHUP: a new generation of workers loads the app again in the other
@@ -721,14 +749,16 @@ int cs_master_run(const cs_master_opts_t *opts) {
   uv_signal_init(&m.loop, &m.sigint);
   uv_signal_init(&m.loop, &m.sigterm);
   uv_signal_init(&m.loop, &m.sighup);
+  uv_signal_init(&m.loop, &m.sigusr1);
   uv_timer_init(&m.loop, &m.kill_timer);
   uv_timer_init(&m.loop, &m.reload_timer);
   uv_timer_init(&m.loop, &m.orphan_timer);
-  m.sigint.data = m.sigterm.data = m.sighup.data = &m;
+  m.sigint.data = m.sigterm.data = m.sighup.data = m.sigusr1.data = &m;
   m.kill_timer.data = m.reload_timer.data = m.orphan_timer.data = &m;
   uv_signal_start(&m.sigint, master_signal_cb, SIGINT);
   uv_signal_start(&m.sigterm, master_signal_cb, SIGTERM);
   uv_signal_start(&m.sighup, master_sighup_cb, SIGHUP);
+  uv_signal_start(&m.sigusr1, master_sigusr1_cb, SIGUSR1);
   for (int i = 0; i < 2 * m.n; i++) {
     worker_t *w = &m.workers[i];
     w->m = &m;

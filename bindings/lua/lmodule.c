@@ -27,6 +27,8 @@ void cs__preload_lua(lua_State *L) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_coserve_core);
   lua_setfield(L, -2, "coserve.core");
+  lua_pushcfunction(L, luaopen_coserve_alog);
+  lua_setfield(L, -2, "coserve.alog");
   for (int i = 0; cs__lua_modules[i].name; i++) {
     lua_pushinteger(L, i);
     lua_pushcclosure(L, load_embedded, 1);

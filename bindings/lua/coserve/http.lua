@@ -28,6 +28,8 @@ local parser_methods = core.http_parser_methods
 local read_head, read_body, head_fields = parser_methods.read, parser_methods.body,
   parser_methods.headers
 local http_respond = core.http_respond
+local getpeername = conn_methods.getpeername
+local now = core.now
 
 local M = {}
 
@@ -272,12 +274,14 @@ function Response:write(chunk)
   if not sent then
     local length = self._headers and self._headers["content-length"] and -2 or -1
     if head or #chunk == 0 then return respond(self, length) end
+    self._bytes = #chunk
     if length == -1 and self._req.version ~= "1.0" then
       chunk = format("%x\r\n", #chunk) .. chunk .. "\r\n"
     end
     return respond(self, length, nil, chunk)
   end
   if head or #chunk == 0 then return true end
+  self._bytes = self._bytes + #chunk
   local n, err
   if self._chunked then
     n, err = send(self._conn, { format("%x\r\n", #chunk), chunk, "\r\n" })
@@ -303,7 +307,9 @@ function Response:send(a, b, c)
     more, body = a, b
   end
   if type(body) ~= "string" then body = body == nil and "" or tostring(body) end
-  return respond(self, #body, more, self._req.method ~= "HEAD" and body or nil, true)
+  if self._req.method == "HEAD" then return respond(self, #body, more, nil, true) end
+  self._bytes = #body
+  return respond(self, #body, more, body, true)
 end
 
 -- Completes the response the handler left unfinished.
@@ -429,9 +435,224 @@ local function handle_request(app, req, res)
   return not b.err
 end
 
+---------------------------------------------------------------- access log and metrics
+
+-- After each request, app._observe (false unless there is an access log
+-- or metrics) counts it in app._metrics and writes its access-log line.
+-- Neither builds req.headers: the three fields a line needs are picked
+-- from the head's list, and the line is formatted in C (coserve.alog).
+
+-- Prometheus's default buckets, in seconds.
+local BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 }
+local NBUCKETS = #BUCKETS
+
+local table_new = require "table.new"
+
+local function new_metrics()
+  local buckets = {}
+  for i = 1, NBUCKETS + 1 do buckets[i] = 0 end -- the last one: +Inf
+  return { requests = {}, methods = {}, buckets = buckets, sum = 0, count = 0 }
+end
+
+-- Counts one request: by method, then by status in an array made when
+-- the method is first seen, so that a request adds to existing slots.
+local function count(m, method, status, d)
+  local by_status = m.requests[method]
+  if not by_status then
+    by_status = table_new(600, 0)
+    for i = 0, 599 do by_status[i] = 0 end
+    m.requests[method] = by_status
+    m.methods[#m.methods + 1] = method
+  end
+  by_status[status] = (by_status[status] or 0) + 1
+  local i = 1
+  while i <= NBUCKETS and d > BUCKETS[i] do i = i + 1 end
+  local b = m.buckets
+  b[i] = b[i] + 1
+  m.sum = m.sum + d
+  m.count = m.count + 1
+end
+
+-- user-agent, referer and x-request-id: from req.headers if the handler
+-- built it, else from the head's list (names compared by length first).
+local function log_fields(req)
+  local h = rawget(req, "headers")
+  if h then return h["user-agent"], h.referer, h["x-request-id"] end
+  local list = head_fields(req._parser)
+  local ua, ref, id
+  for i = 1, #list, 2 do
+    local k = list[i]
+    local n = #k
+    if n == 10 or n == 7 or n == 12 then
+      k = lower(k)
+      if k == "user-agent" then ua = ua or list[i + 1]
+      elseif k == "referer" then ref = ref or list[i + 1]
+      elseif k == "x-request-id" then id = id or list[i + 1] end
+    end
+  end
+  return ua, ref, id
+end
+
+local LOG_COMBINED, LOG_JSON, LOG_FUNCTION = 1, 2, 3
+
+-- A request id as nginx's $request_id: 32 hex digits, here a random
+-- prefix per server and a counter (unique, and cheaper than 16 random
+-- bytes per request).
+local function request_id(app)
+  local n = app._rid_n + 1
+  app._rid_n = n
+  return app._rid_prefix .. format("%016x", n)
+end
+
+-- Returns the connection's peer address, which the caller keeps for the
+-- connection's next requests.
+local function observe(app, req, res, t0, remote)
+  local d = now() - t0
+  local status = res._status
+  local m = app._metrics
+  if m then count(m, req.method, status, d) end
+  local log = app._log
+  if not log then return remote end
+  if not remote then remote = getpeername(req.conn) or "-" end
+  local ua, ref, id = log_fields(req)
+  local kind = app._log_kind
+  if kind == LOG_COMBINED then
+    app._log_combined(log, remote, req.method, req.url, req.version, status, res._bytes, ref, ua)
+    return remote
+  end
+  id = id or request_id(app)
+  local url, query = req.url, nil
+  local q = find(url, "?", 1, true)
+  if q then query = sub(url, q + 1) end
+  if kind == LOG_JSON then
+    app._log_json(log, remote, req.method, req.path, query, status, res._bytes, d, ua, ref, id)
+  else
+    local ok, err = pcall(log, {
+      time = app._log_time(), remote = remote, method = req.method, path = req.path,
+      query = query, url = url, version = req.version, status = status, bytes = res._bytes,
+      duration = d, user_agent = ua, referer = ref, request_id = id,
+    })
+    if not ok then coserve.log("error", "http access_log function failed: " .. tostring(err)) end
+  end
+  return remote
+end
+
+-- Sets up app's access log from http.server's options.
+local function open_access_log(app, target, fmt)
+  fmt = fmt or "combined"
+  if fmt ~= "combined" and fmt ~= "json" then
+    error("bad access_log_format '" .. tostring(fmt) .. "' (\"combined\" or \"json\")", 3)
+  end
+  local alog = require "coserve.alog"
+  app._rid_prefix, app._rid_n = alog.random_hex(8) or format("%016x", now() * 1e9), 0
+  if type(target) == "function" then
+    app._log, app._log_kind, app._log_time = target, LOG_FUNCTION, alog.time
+  elseif type(target) == "string" then
+    -- Opened now, so that a path that cannot be opened fails here; closed
+    -- when app:start() returns, opened again by the next start().
+    local w, err = alog.open(target)
+    if not w then error("cannot open access_log " .. target .. ": " .. tostring(err), 3) end
+    app._log, app._log_kind, app._log_path = w, fmt == "json" and LOG_JSON or LOG_COMBINED, target
+    app._log_combined, app._log_json = w.combined, w.json
+  else
+    error("bad access_log (a path, \"stderr\" or a function expected)", 3)
+  end
+  app._observe = observe
+end
+
+local function label_pairs(worker, extra)
+  if worker then
+    return extra and ("{worker=\"" .. worker .. "\"," .. extra .. "}") or ("{worker=\"" .. worker .. "\"}")
+  end
+  return extra and ("{" .. extra .. "}") or ""
+end
+
+local function rss_bytes(page_size)
+  local f = io.open("/proc/self/statm", "r")
+  if not f then return nil end
+  local s = f:read("*l")
+  f:close()
+  local pages = s and tonumber(s:match("^%d+%s+(%d+)"))
+  return pages and pages * page_size
+end
+
+-- The Prometheus text exposition format (0.0.4) of app's figures.
+local function render_metrics(app)
+  local m = app._metrics
+  local w = coserve.worker_id()
+  w = w > 0 and tostring(w) or nil
+  local out = {}
+  local function add(s) out[#out + 1] = s end
+  add("# HELP coserve_http_requests_total HTTP requests answered, by method and status.\n")
+  add("# TYPE coserve_http_requests_total counter\n")
+  local methods = {}
+  for i, method in ipairs(m.methods) do methods[i] = method end
+  table.sort(methods)
+  for _, method in ipairs(methods) do
+    local by_status = m.requests[method]
+    local codes = {}
+    for code, n in pairs(by_status) do
+      if n > 0 then codes[#codes + 1] = code end
+    end
+    table.sort(codes)
+    for _, code in ipairs(codes) do
+      add(format("coserve_http_requests_total%s %d\n",
+        label_pairs(w, format("method=\"%s\",status=\"%d\"", method, code)), by_status[code]))
+    end
+  end
+  add("# HELP coserve_http_request_duration_seconds Time from a request's head to the end of its response.\n")
+  add("# TYPE coserve_http_request_duration_seconds histogram\n")
+  local cumulative = 0
+  for i = 1, NBUCKETS + 1 do
+    cumulative = cumulative + m.buckets[i]
+    local le = i <= NBUCKETS and format("%g", BUCKETS[i]) or "+Inf"
+    add(format("coserve_http_request_duration_seconds_bucket%s %d\n",
+      label_pairs(w, "le=\"" .. le .. "\""), cumulative))
+  end
+  add(format("coserve_http_request_duration_seconds_sum%s %.9g\n", label_pairs(w), m.sum))
+  add(format("coserve_http_request_duration_seconds_count%s %d\n", label_pairs(w), m.count))
+  local stats = core.stats()
+  local gauges = {
+    { "coserve_connections_open", "Connections open on this server.",
+      app._server:stats().connections },
+    { "coserve_tasks", "Coroutines (tasks) alive in this process.", stats.tasks },
+    { "coserve_lua_heap_bytes", "Bytes in use by the Lua heap.", collectgarbage("count") * 1024 },
+    { "process_resident_memory_bytes", "Resident memory size in bytes.",
+      rss_bytes(app._page_size) },
+  }
+  for _, g in ipairs(gauges) do
+    if g[3] then
+      add(format("# HELP %s %s\n# TYPE %s gauge\n%s%s %.0f\n", g[1], g[2], g[1], g[1],
+        label_pairs(w), g[3]))
+    end
+  end
+  return concat(out)
+end
+
+local METRICS_HEADERS = { ["content-type"] = "text/plain; version=0.0.4; charset=utf-8" }
+
+-- http.metrics(app) -> handler(req, res) serving app's figures in the
+-- Prometheus text format: app:route("GET", "/metrics", http.metrics(app)).
+-- Counting starts with this call. Under -w N each worker counts its own
+-- and labels them worker="k"; a scrape sees the worker it reached.
+function M.metrics(app)
+  if type(app) ~= "table" or not app._server then
+    error("bad argument #1 to 'metrics' (http.server expected)", 2)
+  end
+  if not app._metrics then
+    app._metrics = new_metrics()
+    app._page_size = require("coserve.alog").page_size()
+    app._observe = observe
+  end
+  return function(_, res)
+    res:send(200, METRICS_HEADERS, render_metrics(app))
+  end
+end
+
 local function serve_connection(app, conn)
   local parser = new_parser("request")
   local first = true
+  local remote -- the peer's address, once an access log asked for it
   while true do
     -- Between requests a connection is idle (a shutdown interrupts it);
     -- a head must be complete header_timeout after its first byte (the
@@ -451,6 +672,8 @@ local function serve_connection(app, conn)
       elseif url == "timeout" and (first or version ~= "") then refuse(conn, 408) end
       return
     end
+    local observe_ = app._observe
+    local t0 = observe_ and now()
     local q = find(url, "?", 1, true)
     local req = setmetatable({
       method = method, path = q and sub(url, 1, q - 1) or url, url = url, version = version,
@@ -459,7 +682,7 @@ local function serve_connection(app, conn)
     local res = setmetatable({
       _conn = conn, _req = req, _app = app, _status = 200,
       _keep_alive = keep_alive and not app._draining, _headers = false, _chunked = false,
-      _sent = false,
+      _sent = false, _bytes = 0,
     }, Response)
     local again
     if length and length > app.max_body then
@@ -472,6 +695,7 @@ local function serve_connection(app, conn)
       end
       again = handle_request(app, req, res)
     end
+    if observe_ then remote = observe_(app, req, res, t0, remote) end
     req._parser = false
     if not again then return end
     first = false
@@ -479,13 +703,20 @@ local function serve_connection(app, conn)
 end
 
 -- http.server(opts): opts are coserve.server's plus max_header, max_body,
--- header_timeout, keepalive_timeout (seconds between requests).
+-- header_timeout, keepalive_timeout (seconds between requests), access_log
+-- (a path, "stderr" or a function(entry)) and access_log_format
+-- ("combined", nginx's, or "json").
 function M.server(opts)
-  local app = setmetatable({ _routes = {}, _exact = {} }, App)
+  local app = setmetatable({ _routes = {}, _exact = {}, _observe = false, _metrics = false,
+    _log = false }, App)
   local tcp_opts = {}
+  local access_log, access_log_format
   for k, v in pairs(opts or {}) do
-    if DEFAULTS[k] ~= nil then app[k] = v else tcp_opts[k] = v end
+    if k == "access_log" then access_log = v
+    elseif k == "access_log_format" then access_log_format = v
+    elseif DEFAULTS[k] ~= nil then app[k] = v else tcp_opts[k] = v end
   end
+  if access_log ~= nil then open_access_log(app, access_log, access_log_format) end
   for k, v in pairs(DEFAULTS) do
     if app[k] == nil then app[k] = v end
   end
@@ -529,7 +760,7 @@ function App:websocket(path, fn, opts)
     if h["sec-websocket-version"] ~= "13" then
       return res:send(426, { ["sec-websocket-version"] = "13" }, "")
     end
-    res._sent = "hijacked"
+    res._sent, res._status = "hijacked", 101
     local conn = req.conn
     local ok = conn:send("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n" ..
       "connection: Upgrade\r\nsec-websocket-accept: " .. websocket.accept_key(key) .. "\r\n\r\n")
@@ -543,7 +774,19 @@ end
 -- app:start() -> true after shutdown | nil, err (as coserve.server's).
 function App:start()
   self._draining = false
-  return self._server:start()
+  local path = self._log_path
+  if path and not self._log then
+    local w, err = require("coserve.alog").open(path)
+    if not w then return nil, "cannot open access_log " .. path .. ": " .. tostring(err) end
+    self._log = w
+  end
+  local ok, err = self._server:start()
+  -- The access log's last lines are written, and its file closed.
+  if path and self._log then
+    self._log:close()
+    self._log = false
+  end
+  return ok, err
 end
 
 function App:shutdown(grace) return self._server:shutdown(grace) end

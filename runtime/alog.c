@@ -1,0 +1,626 @@
+/* Access logs: lines appended to a buffer in memory and written with
+ * libuv's file writes (uv_fs_write, on its thread pool), so that a slow
+ * disk never stalls the loop.
+ *
+ * A writer owns two buffers: lines go into `buf` while `wbuf` is being
+ * written. A write starts when 64 KiB have gathered, or 100 ms after the
+ * first line of a batch (a one-shot timer, started only when the buffer
+ * goes from empty to not empty, so an idle log costs nothing). One write
+ * is in flight at a time, which keeps the lines in order; a short write
+ * goes on from where it stopped. If the disk falls so far behind that
+ * 4 MiB wait, lines are dropped and counted (nginx would block the
+ * worker; a server that stops answering because its log is slow is worse).
+ *
+ * SIGUSR1 reopens the file (logrotate's way: it renames the file, then
+ * signals): each writer with a path watches the signal itself. The lines
+ * already buffered go to the old file, the next ones to the new.
+ *
+ * The lines are formatted here rather than in Lua: nginx's combined
+ * format or one JSON object, escaped as nginx does (\xHH) and as JSON
+ * requires. The time strings are formatted at most once a second.
+ *
+ * Lua surface (internal, used by coserve/http.lua), `require "coserve.alog"`:
+ *   alog.open(path | "stderr") -> writer | nil, err
+ *   writer:combined(remote, method, url, version, status, bytes, referer, ua)
+ *   writer:json(remote, method, path, query, status, bytes, duration, ua,
+ *               referer, request_id)
+ *   writer:write(line)      a line as given (a newline is added)
+ *   writer:flush()          starts a write now; writer:close() writes what
+ *   writer:reopen()         is left (synchronously) and closes
+ *   writer:stats() -> {dropped =, pending =}
+ *   alog.random_hex(nbytes), alog.page_size(), alog.time() (wall clock, s)
+ *
+ * Memory: the writer is C-owned (the Lua box points to it), freed once its
+ * two handles are closed and no write is in flight. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define ALOG_MT "coserve.alog"
+#define ALOG_FLUSH_BYTES (64 * 1024)
+#define ALOG_FLUSH_MS 100
+#define ALOG_MAX_BYTES (4 * 1024 * 1024)
+
+typedef struct {
+  char *p;
+  size_t len, cap;
+} abuf_t;
+
+typedef struct {
+  cs_runtime_t *rt;
+  char *path;            /* NULL: stderr, never reopened */
+  uv_file fd;
+  abuf_t buf;            /* lines gathering */
+  abuf_t wbuf;           /* lines being written ... */
+  size_t woff;           /* ... from here */
+  uv_fs_t req;
+  int writing;           /* req is in flight */
+  int reopen;            /* SIGUSR1 came during a write */
+  int closed;            /* close() or __gc: no more lines */
+  int handles;           /* timer and signal not yet closed */
+  uv_timer_t timer;
+  uv_signal_t usr1;
+  double dropped;        /* lines given up (buffer full, failed writes) */
+  time_t tsec;           /* the second the time strings are for */
+  char tlocal[32];       /* 02/Dec/2026:14:50:49 +0000 */
+  char tiso[32];         /* 2026-12-02T14:50:49+00:00 */
+} alog_t;
+
+typedef struct {
+  alog_t *a;
+} alogbox_t;
+
+/* ---- the writer ---- */
+
+static int abuf_reserve(abuf_t *b, size_t more) {
+  if (b->len + more <= b->cap)
+    return 0;
+  size_t cap = b->cap ? b->cap : 16 * 1024;
+  while (cap < b->len + more)
+    cap *= 2;
+  char *p = realloc(b->p, cap);
+  if (p == NULL)
+    return -1;
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+static void alog_free_maybe(alog_t *a) {
+  if (!a->closed || a->handles > 0 || a->writing)
+    return;
+  free(a->buf.p);
+  free(a->wbuf.p);
+  free(a->path);
+  free(a);
+}
+
+static void alog_handle_closed(uv_handle_t *h) {
+  alog_t *a = h->data;
+  a->handles--;
+  alog_free_maybe(a);
+}
+
+static void alog_write_cb(uv_fs_t *req);
+
+/* Writes wbuf from woff on, on the thread pool. */
+static void alog_write_more(alog_t *a) {
+  uv_buf_t b = uv_buf_init(a->wbuf.p + a->woff, (unsigned)(a->wbuf.len - a->woff));
+  a->req.data = a;
+  if (uv_fs_write(&a->rt->loop, &a->req, a->fd, &b, 1, -1, alog_write_cb) == 0) {
+    a->writing = 1;
+    return;
+  }
+  a->dropped++; /* could not even start: the batch is lost */
+  a->wbuf.len = a->woff = 0;
+}
+
+/* Starts writing what has gathered, unless a write is in flight (its
+ * callback comes back for the rest). */
+static void alog_flush(alog_t *a) {
+  if (a->writing || a->buf.len == 0)
+    return;
+  abuf_t t = a->wbuf;
+  a->wbuf = a->buf;
+  a->buf = t;
+  a->buf.len = 0;
+  a->woff = 0;
+  if (!uv_is_closing((uv_handle_t *)&a->timer))
+    uv_timer_stop(&a->timer);
+  alog_write_more(a);
+}
+
+/* Writes what is left now, blocking: for close and exit only. */
+static void alog_flush_sync(alog_t *a) {
+  const abuf_t *parts[2] = {&a->wbuf, &a->buf};
+  size_t from[2] = {a->woff, 0};
+  for (int i = 0; i < 2; i++) {
+    const abuf_t *b = parts[i];
+    for (size_t off = from[i]; off < b->len;) {
+      ssize_t n = write(a->fd, b->p + off, b->len - off);
+      if (n <= 0)
+        break;
+      off += (size_t)n;
+    }
+  }
+  a->wbuf.len = a->woff = a->buf.len = 0;
+}
+
+/* Opens path again (logrotate renamed it); on failure the old file stays. */
+static void alog_reopen_now(alog_t *a) {
+  a->reopen = 0;
+  if (a->path == NULL)
+    return;
+  int fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    cs__log(a->rt, CS_LOG_ERROR, "access log %s: cannot reopen: %s", a->path,
+            uv_strerror(uv_translate_sys_error(errno)));
+    return;
+  }
+  close(a->fd);
+  a->fd = fd;
+}
+
+static void alog_timer_cb(uv_timer_t *t) { alog_flush(t->data); }
+
+static void alog_write_cb(uv_fs_t *req) {
+  alog_t *a = req->data;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  a->writing = 0;
+  if (n > 0 && a->woff + (size_t)n < a->wbuf.len) {
+    a->woff += (size_t)n; /* a short write: the rest goes next */
+    alog_write_more(a);
+    return;
+  }
+  if (n < 0) {
+    a->dropped++;
+    cs__log(a->rt, CS_LOG_ERROR, "access log %s: write failed: %s",
+            a->path ? a->path : "stderr", uv_strerror((int)n));
+  }
+  a->wbuf.len = a->woff = 0;
+  if (a->closed) {
+    alog_flush_sync(a);
+    if (a->path)
+      close(a->fd);
+    alog_free_maybe(a);
+    return;
+  }
+  if (a->reopen)
+    alog_reopen_now(a);
+  if (a->buf.len >= ALOG_FLUSH_BYTES)
+    alog_flush(a);
+  else if (a->buf.len > 0)
+    uv_timer_start(&a->timer, alog_timer_cb, ALOG_FLUSH_MS, 0);
+}
+
+static void alog_usr1_cb(uv_signal_t *s, int signum) {
+  alog_t *a = s->data;
+  (void)signum;
+  a->reopen = 1;
+  alog_flush(a); /* what was logged before the signal: to the old file */
+  if (!a->writing)
+    alog_reopen_now(a);
+}
+
+/* Line bytes are reserved first; then appended without checks. */
+static char *alog_begin(alog_t *a, size_t max) {
+  if (a->buf.len + max > ALOG_MAX_BYTES || abuf_reserve(&a->buf, max) != 0) {
+    a->dropped++;
+    return NULL;
+  }
+  return a->buf.p + a->buf.len;
+}
+
+static void alog_end(alog_t *a, char *end) {
+  int was_empty = a->buf.len == 0;
+  a->buf.len = (size_t)(end - a->buf.p);
+  if (a->buf.len >= ALOG_FLUSH_BYTES)
+    alog_flush(a);
+  else if (was_empty && !a->writing)
+    uv_timer_start(&a->timer, alog_timer_cb, ALOG_FLUSH_MS, 0);
+}
+
+static void alog_times(alog_t *a) {
+  time_t now = time(NULL);
+  if (now == a->tsec)
+    return;
+  struct tm tm;
+  localtime_r(&now, &tm);
+  strftime(a->tlocal, sizeof a->tlocal, "%d/%b/%Y:%H:%M:%S %z", &tm);
+  char z[8];
+  strftime(z, sizeof z, "%z", &tm); /* +0000 -> +00:00 */
+  size_t n = strftime(a->tiso, sizeof a->tiso - 7, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(a->tiso + n, sizeof a->tiso - n, "%.3s:%.2s", z, z + 3);
+  a->tsec = now;
+}
+
+/* ---- escaping: the caller reserved 6 bytes per input byte ---- */
+
+static const char hex[] = "0123456789ABCDEF";
+
+/* nginx's access-log escaping: ", \ and bytes outside 0x20-0x7e as \xHH. */
+static char *esc_nginx(char *o, const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
+      *o++ = '\\';
+      *o++ = 'x';
+      *o++ = hex[c >> 4];
+      *o++ = hex[c & 15];
+    } else {
+      *o++ = (char)c;
+    }
+  }
+  return o;
+}
+
+/* The length of a valid UTF-8 sequence at s (at most n bytes), 0 if none. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+  unsigned char c = s[0];
+  size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+  if (len == 0 || len > n)
+    return 0;
+  for (size_t i = 1; i < len; i++)
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+  if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+      (c == 0xf4 && s[1] > 0x8f))
+    return 0; /* overlong, surrogate, past U+10FFFF */
+  return len;
+}
+
+/* A JSON string's content: valid UTF-8 passes, bytes that are not become
+ * U+FFFD, so that a line always parses. */
+char *cs__json_escape(char *o, const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x80) {
+      size_t n = utf8_len((const unsigned char *)s + i, len - i);
+      if (n == 0) {
+        memcpy(o, "\\ufffd", 6);
+        o += 6;
+      } else {
+        memcpy(o, s + i, n);
+        o += n;
+        i += n - 1;
+      }
+    } else if (c == '"' || c == '\\') {
+      *o++ = '\\';
+      *o++ = (char)c;
+    } else if (c == '\n' || c == '\t' || c == '\r') {
+      *o++ = '\\';
+      *o++ = c == '\n' ? 'n' : c == '\t' ? 't' : 'r';
+    } else if (c < 0x20) {
+      memcpy(o, "\\u00", 4);
+      o[4] = hex[c >> 4];
+      o[5] = hex[c & 15];
+      o += 6;
+    } else {
+      *o++ = (char)c;
+    }
+  }
+  return o;
+}
+
+static char *put(char *o, const char *s, size_t len) {
+  memcpy(o, s, len);
+  return o + len;
+}
+#define PUTS(o, lit) put(o, lit, sizeof(lit) - 1)
+
+/* A non-negative integer in decimal (negative ones as 0). */
+static char *put_uint(char *o, double v) {
+  char tmp[24];
+  int n = 0;
+  unsigned long long u = v > 0 && v < 1e19 ? (unsigned long long)v : 0;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  while (n)
+    *o++ = tmp[--n];
+  return o;
+}
+
+/* A JSON string, or null when s is NULL. */
+static char *json_str(char *o, const char *s, size_t len) {
+  if (s == NULL)
+    return PUTS(o, "null");
+  *o++ = '"';
+  o = cs__json_escape(o, s, len);
+  *o++ = '"';
+  return o;
+}
+
+/* ---- Lua ---- */
+
+static alog_t *alog_check(lua_State *L) {
+  alogbox_t *box = luaL_checkudata(L, 1, ALOG_MT);
+  if (box->a == NULL)
+    luaL_error(L, "access log closed");
+  return box->a;
+}
+
+static const char *opt_str(lua_State *L, int idx, size_t *len) {
+  if (lua_isnoneornil(L, idx)) {
+    *len = 0;
+    return NULL;
+  }
+  return luaL_checklstring(L, idx, len);
+}
+
+/* writer:combined(remote, method, url, version, status, bytes, referer, ua)
+ * -> true | false (dropped). nginx's
+ *   $remote_addr - - [$time_local] "$request" $status $body_bytes_sent
+ *   "$http_referer" "$http_user_agent" */
+static int lalog_combined(lua_State *L) {
+  alog_t *a = alog_check(L);
+  size_t lr, lm, lu, lv, lref, lua_;
+  const char *remote = luaL_checklstring(L, 2, &lr);
+  const char *method = luaL_checklstring(L, 3, &lm);
+  const char *url = luaL_checklstring(L, 4, &lu);
+  const char *version = luaL_checklstring(L, 5, &lv);
+  double status = luaL_checknumber(L, 6);
+  double bytes = luaL_checknumber(L, 7);
+  const char *ref = opt_str(L, 8, &lref);
+  const char *ua = opt_str(L, 9, &lua_);
+  alog_times(a);
+  char *o = alog_begin(a, 4 * (lr + lm + lu + lv + lref + lua_) + 128);
+  if (o == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  o = esc_nginx(o, remote, lr);
+  o = PUTS(o, " - - [");
+  o = put(o, a->tlocal, strlen(a->tlocal));
+  o = PUTS(o, "] \"");
+  o = esc_nginx(o, method, lm);
+  *o++ = ' ';
+  o = esc_nginx(o, url, lu);
+  o = PUTS(o, " HTTP/");
+  o = esc_nginx(o, version, lv);
+  o = PUTS(o, "\" ");
+  o = put_uint(o, status);
+  *o++ = ' ';
+  o = put_uint(o, bytes);
+  o = PUTS(o, " \"");
+  o = ref && lref ? esc_nginx(o, ref, lref) : PUTS(o, "-");
+  o = PUTS(o, "\" \"");
+  o = ua && lua_ ? esc_nginx(o, ua, lua_) : PUTS(o, "-");
+  o = PUTS(o, "\"\n");
+  alog_end(a, o);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* writer:json(remote, method, path, query, status, bytes, duration, ua,
+ * referer, request_id) -> true | false (dropped) */
+static int lalog_json(lua_State *L) {
+  alog_t *a = alog_check(L);
+  size_t lr, lm, lp, lq, lua_, lref, lid;
+  const char *remote = luaL_checklstring(L, 2, &lr);
+  const char *method = luaL_checklstring(L, 3, &lm);
+  const char *path = luaL_checklstring(L, 4, &lp);
+  const char *query = opt_str(L, 5, &lq);
+  double status = luaL_checknumber(L, 6);
+  double bytes = luaL_checknumber(L, 7);
+  double duration = luaL_checknumber(L, 8);
+  const char *ua = opt_str(L, 9, &lua_);
+  const char *ref = opt_str(L, 10, &lref);
+  const char *id = opt_str(L, 11, &lid);
+  alog_times(a);
+  char *o = alog_begin(a, 6 * (lr + lm + lp + lq + lua_ + lref + lid) + 256);
+  if (o == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  o = PUTS(o, "{\"time\":\"");
+  o = put(o, a->tiso, strlen(a->tiso));
+  o = PUTS(o, "\",\"remote\":");
+  o = json_str(o, remote, lr);
+  o = PUTS(o, ",\"method\":");
+  o = json_str(o, method, lm);
+  o = PUTS(o, ",\"path\":");
+  o = json_str(o, path, lp);
+  if (query) {
+    o = PUTS(o, ",\"query\":");
+    o = json_str(o, query, lq);
+  }
+  o = PUTS(o, ",\"status\":");
+  o = put_uint(o, status);
+  o = PUTS(o, ",\"bytes\":");
+  o = put_uint(o, bytes);
+  /* Seconds with microseconds, as nginx's $request_time has milliseconds. */
+  double us = duration > 0 ? duration * 1e6 + 0.5 : 0;
+  o = PUTS(o, ",\"duration\":");
+  o = put_uint(o, us / 1e6);
+  *o++ = '.';
+  unsigned long frac = (unsigned long)((unsigned long long)us % 1000000);
+  for (unsigned long d = 100000; d > 0; d /= 10)
+    *o++ = (char)('0' + frac / d % 10);
+  o = PUTS(o, ",\"user_agent\":");
+  o = json_str(o, ua, lua_);
+  o = PUTS(o, ",\"referer\":");
+  o = json_str(o, ref, lref);
+  o = PUTS(o, ",\"request_id\":");
+  o = json_str(o, id, lid);
+  o = PUTS(o, "}\n");
+  alog_end(a, o);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* writer:write(line): the line as it is, and a newline. */
+static int lalog_write(lua_State *L) {
+  alog_t *a = alog_check(L);
+  size_t len;
+  const char *s = luaL_checklstring(L, 2, &len);
+  char *o = alog_begin(a, len + 1);
+  if (o == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  o = put(o, s, len);
+  *o++ = '\n';
+  alog_end(a, o);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lalog_flush(lua_State *L) {
+  alog_flush(alog_check(L));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lalog_reopen(lua_State *L) {
+  alog_usr1_cb(&alog_check(L)->usr1, SIGUSR1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int lalog_stats(lua_State *L) {
+  alog_t *a = alog_check(L);
+  lua_createtable(L, 0, 2);
+  lua_pushnumber(L, a->dropped);
+  lua_setfield(L, -2, "dropped");
+  lua_pushnumber(L, (double)(a->buf.len + a->wbuf.len - a->woff));
+  lua_setfield(L, -2, "pending");
+  return 1;
+}
+
+/* Ends a writer: what is buffered is written now (blocking: this happens
+ * at close or exit), unless a write is in flight, whose callback does it. */
+static void alog_close(alog_t *a, int tearing_down) {
+  a->closed = 1;
+  if (tearing_down) {
+    /* cs_runtime_free closed every handle and ran the loop already. */
+    a->handles = 0;
+    a->writing = 0;
+  } else {
+    if (!uv_is_closing((uv_handle_t *)&a->timer))
+      uv_close((uv_handle_t *)&a->timer, alog_handle_closed);
+    else
+      a->handles--;
+    if (!uv_is_closing((uv_handle_t *)&a->usr1))
+      uv_close((uv_handle_t *)&a->usr1, alog_handle_closed);
+    else
+      a->handles--;
+  }
+  if (!a->writing) {
+    alog_flush_sync(a);
+    if (a->path)
+      close(a->fd);
+  }
+  alog_free_maybe(a);
+}
+
+static int lalog_close(lua_State *L) {
+  alogbox_t *box = luaL_checkudata(L, 1, ALOG_MT);
+  if (box->a) {
+    alog_close(box->a, cs__runtime_get(L)->tearing_down);
+    box->a = NULL;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* alog.open(path | "stderr") -> writer | nil, err */
+static int lalog_open(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_get(L);
+  const char *path = luaL_checkstring(L, 1);
+  int is_stderr = strcmp(path, "stderr") == 0;
+  alogbox_t *box = lua_newuserdata(L, sizeof *box);
+  box->a = NULL;
+  luaL_getmetatable(L, ALOG_MT);
+  lua_setmetatable(L, -2);
+  int fd = is_stderr ? STDERR_FILENO : open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return cs__push_error(L, uv_translate_sys_error(errno));
+  alog_t *a = calloc(1, sizeof *a);
+  char *copy = is_stderr ? NULL : strdup(path);
+  if (a == NULL || (!is_stderr && copy == NULL)) {
+    free(a);
+    if (!is_stderr)
+      close(fd);
+    return cs__push_error(L, UV_ENOMEM);
+  }
+  a->rt = rt;
+  a->path = copy;
+  a->fd = fd;
+  a->tsec = (time_t)-1;
+  uv_timer_init(&rt->loop, &a->timer);
+  uv_signal_init(&rt->loop, &a->usr1);
+  a->timer.data = a->usr1.data = a;
+  a->handles = 2;
+  if (!is_stderr)
+    uv_signal_start(&a->usr1, alog_usr1_cb, SIGUSR1);
+  /* Neither keeps the process alive: what is left is written at close. */
+  uv_unref((uv_handle_t *)&a->timer);
+  uv_unref((uv_handle_t *)&a->usr1);
+  box->a = a;
+  return 1;
+}
+
+/* alog.random_hex(nbytes) -> 2 * nbytes hex digits from the kernel. */
+static int lalog_random_hex(lua_State *L) {
+  unsigned char raw[64];
+  char out[128];
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n > 0 && n <= 64, 1, "1 to 64 bytes");
+  int rc = uv_random(NULL, NULL, raw, (size_t)n, 0, NULL);
+  if (rc != 0)
+    return cs__push_error(L, rc);
+  for (lua_Integer i = 0; i < n; i++) {
+    out[2 * i] = "0123456789abcdef"[raw[i] >> 4];
+    out[2 * i + 1] = "0123456789abcdef"[raw[i] & 15];
+  }
+  lua_pushlstring(L, out, (size_t)(2 * n));
+  return 1;
+}
+
+/* alog.time() -> the wall-clock time, in seconds (microseconds). */
+static int lalog_time(lua_State *L) {
+  uv_timeval64_t tv;
+  if (uv_gettimeofday(&tv) != 0)
+    return cs__push_error(L, UV_EINVAL);
+  lua_pushnumber(L, (double)tv.tv_sec + tv.tv_usec / 1e6);
+  return 1;
+}
+
+static int lalog_page_size(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)sysconf(_SC_PAGESIZE));
+  return 1;
+}
+
+int luaopen_coserve_alog(lua_State *L) {
+  cs_runtime_t *rt = cs__runtime_for(L);
+  static const luaL_Reg methods[] = {
+      {"combined", lalog_combined}, {"json", lalog_json},   {"write", lalog_write},
+      {"flush", lalog_flush},       {"reopen", lalog_reopen}, {"stats", lalog_stats},
+      {"close", lalog_close},       {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"open", lalog_open},
+                                   {"random_hex", lalog_random_hex},
+                                   {"page_size", lalog_page_size},
+                                   {"time", lalog_time},
+                                   {NULL, NULL}};
+  luaL_newmetatable(L, ALOG_MT);
+  lua_createtable(L, 0, 8);
+  lua_pushlightuserdata(L, rt);
+  luaL_setfuncs(L, methods, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, lalog_close, 1);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  lua_createtable(L, 0, 4);
+  lua_pushlightuserdata(L, rt);
+  luaL_setfuncs(L, funcs, 1);
+  return 1;
+}
