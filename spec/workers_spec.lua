@@ -419,24 +419,31 @@ sys.exit(r.returncode)
         "no reload: " .. p:stderr())
     end
 
-    it("under wrk: no socket error, no non-2xx, and the new code answers after", function()
+    it("under wrk: nothing refused, no non-2xx, at most one request lost per keep-alive connection, and the new code answers after", function()
       local p, port, _, dir = start_reloadable()
-      local wrk_done
-      testing.run(function()
-        local t = coserve.spawn(function()
-          return proc.run({ "wrk", "-t1", "-c20", "-d6s", "http://127.0.0.1:" .. port .. "/" },
-                          { timeout = 30 })
-        end)
-        coserve.sleep(1.5)
-        proc.write(dir .. "/app.lua", (RELOAD_APP:gsub('"v1"', '"v2"')))
-        p:signal("HUP")
-        wrk_done = select(2, t:join(20))
-      end, { timeout = 40 })
-      assert.equal(0, wrk_done.status, wrk_done.err)
-      assert.matches("requests in", wrk_done.out)
-      assert.not_matches("Socket errors", wrk_done.out)
-      assert.not_matches("Non%-2xx", wrk_done.out)
+      -- wrk runs as a child of its own, so that the reload happens while it
+      -- runs (proc.run would block this process until wrk has finished).
+      local wrk = proc.start({ "wrk", "-t1", "-c20", "-d6s", "http://127.0.0.1:" .. port .. "/" })
+      finally(function() wrk:stop() end)
+      proc.sleep(1.5)
+      proc.write(dir .. "/app.lua", (RELOAD_APP:gsub('"v1"', '"v2"')))
+      p:signal("HUP")
       wait_reloaded(p)
+      assert.is_nil(wrk:status(), "wrk ended before the reload was done")
+      assert.equal(0, wrk:wait_exit(20), wrk:stderr())
+      local out = wrk:stdout()
+      assert.matches("requests in", out)
+      assert.not_matches("Non%-2xx", out)
+      -- No connection is refused or times out. An idle keep-alive connection
+      -- the old worker closes at its drain (nothing of a next request had
+      -- arrived: docs/http.md) may meet a request wrk sends in that instant:
+      -- HTTP's keep-alive race, at most once per connection, which proxies
+      -- retry (scripts/cluster-test: none fail through HAProxy).
+      local connect, read, write, timeout =
+        out:match("Socket errors: connect (%d+), read (%d+), write (%d+), timeout (%d+)")
+      assert.equal(0, tonumber(connect or 0), out)
+      assert.equal(0, tonumber(timeout or 0), out)
+      assert.is_true(tonumber(read or 0) + tonumber(write or 0) <= 20, out)
       -- The old workers stop accepting when their loops handle the SIGTERM
       -- the master sent as it logged the reload; from then on, only v2.
       testing.run(function()
