@@ -25,6 +25,13 @@
  * (flags >> 4) & 3: 3 = close at once, else half-close and read;
  * flags & 0x40: the client offers TLS 1.2 at most (else 1.3);
  * flags & 0x80: it sends SNI other.test, ALPN, and a client certificate.
+ * In session mode byte 1 sets the server's limits instead of a cut: & 1
+ * send_buffer 2048, & 2 a slow client (small socket buffers, reads 30 ms
+ * late), so that the server's TLS sends are queued and park; & 4 max_frame 512 (lines
+ * and reads beyond it close the connection; the answers are then not
+ * compared); & 8 an error left in OpenSSL's per-thread error queue
+ * before each write, as another OpenSSL user in the process may leave
+ * one.
  *
  * Checks (each abort()s, so that libFuzzer keeps the input): the server
  * never crashes; after the half-close it closes the connection within
@@ -65,7 +72,16 @@ static struct {
   SSL *ssl;
   BIO *rbio, *wbio;
   int tls12;
+  int stale; /* see fuzz_stale_error */
 } cl;
+
+/* After each of the client's steps: its errors are cleared; in stale mode
+ * one is left for whoever calls OpenSSL next. */
+static void client_errors_done(void) {
+  ERR_clear_error();
+  if (cl.stale)
+    ERR_raise_data(ERR_LIB_SSL, SSL_R_NO_CIPHER_MATCH, "left by another OpenSSL user");
+}
 
 static const char init_chunk[] =
     "local testing = require 'coserve.testing'\n"
@@ -79,15 +95,20 @@ static const char chunk[] =
     "local payload, mode, npieces, ending = FUZZ_PAYLOAD, FUZZ_MODE, FUZZ_NPIECES, FUZZ_END\n"
     "local tls12, extras, cuts = FUZZ_TLS12, FUZZ_EXTRAS, { FUZZ_CUT1, FUZZ_CUT2 }\n"
     "local certs = FUZZ_CERTS\n"
+    "local opts = mode == 'session' and FUZZ_OPTS or 0\n"
+    "local small_send, slow_reader, small_frame = opts % 2 == 1, opts % 4 >= 2, opts % 8 >= 4\n"
+    "local stale_error = opts % 16 >= 8\n"
     "local failure\n"
     "local function fail(msg) failure = failure or msg end\n"
     "coserve.log = function(level, msg) fail('logged: ' .. tostring(level) .. ': ' .. tostring(msg)) end\n"
     "local server = coserve.server{ host = '127.0.0.1', port = 0, read_timeout = 2,\n"
-    "  send_timeout = 2, tls = { cert = certs.cert, key = certs.key, ca = certs.ca,\n"
+    "  send_timeout = 2, send_buffer = small_send and 2048 or nil,\n"
+    "  max_frame = small_frame and 512 or nil, tls = { cert = certs.cert, key = certs.key, ca = certs.ca,\n"
     "    verify = 'optional', alpn = { 'http/1.1' }, handshake_timeout = 5,\n"
     "    sni = { ['other.test'] = { cert = certs.other_cert, key = certs.other_key } } } }\n"
     "server:onerror(function(err) fail('handler failed: ' .. tostring(err)) end)\n"
     "server:handle(function(conn)\n"
+    "  if slow_reader then fuzz_sockbuf(conn, 'snd', 32768) end\n"
     "  while true do\n"
     "    local line = conn:receive('*l')\n"
     "    if not line then return end\n"
@@ -166,6 +187,8 @@ static const char chunk[] =
     "  end\n"
     "  if handshaken then\n"
     "    pieces, sent, clean = fuzz_client_ops(payload)\n"
+    "    clean = clean and not small_frame\n"
+    "    if slow_reader then fuzz_sockbuf(c, 'rcv', 32768) end\n"
     "  else\n"
     "    fail('handshake did not finish')\n"
     "  end\n"
@@ -176,6 +199,7 @@ static const char chunk[] =
     "local reader\n"
     "if ending ~= 'close' then\n"
     "  reader = coserve.spawn(function()\n"
+    "    if slow_reader then coserve.sleep(0.03) end\n"
     "    while true do\n"
     "      local data, rerr = c:receiveany(65536, 0.25)\n"
     "      if data then\n"
@@ -195,6 +219,7 @@ static const char chunk[] =
     "    read_done = true\n"
     "  end)\n"
     "end\n"
+    "if stale_error and handshaken then fuzz_stale_error() end\n"
     "for i = 1, #pieces do\n"
     "  if #pieces[i] > 0 and not c:send(pieces[i]) then break end\n"
     "  if i < #pieces then coserve.sleep(0) end\n"
@@ -336,6 +361,7 @@ static int l_client_step(lua_State *L) {
   const char *in = luaL_checklstring(L, 1, &len);
   if (cl.ssl == NULL)
     return luaL_error(L, "fuzz_client_step: no client");
+  ERR_clear_error();
   if (len > 0 && BIO_write(cl.rbio, in, (int)len) != (int)len)
     abort();
   str_t plain = {0};
@@ -370,7 +396,7 @@ static int l_client_step(lua_State *L) {
   lua_pushstring(L, state);
   free(out.p);
   free(plain.p);
-  ERR_clear_error();
+  client_errors_done();
   return 3;
 }
 
@@ -388,8 +414,8 @@ static int l_client_free(lua_State *L) {
 /* fuzz_client_ops(program) -> pieces, plaintext sent, clean. The program
  * is a list of ops: byte b, length byte l, then l bytes d (fewer at the
  * end of the input). b % 8 is:
- *   0  application data: SSL_write(d repeated 1 + 4 (b >> 3)^2 times, up
- *      to 256 KiB in all)
+ *   0  application data: SSL_write(d), repeated when b >= 192 (up to
+ *      4097 times, 128 KiB in all)
  *   1  d as is, raw bytes on the wire
  *   2  SSL_write(d) with one byte of the record (at d[0] % its size) flipped
  *   3  a hand-made record: type d[0], version 3.3, the rest of d as body
@@ -405,6 +431,7 @@ static int l_client_ops(lua_State *L) {
   const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &len);
   if (cl.ssl == NULL || !SSL_is_init_finished(cl.ssl))
     return luaL_error(L, "fuzz_client_ops: no session");
+  ERR_clear_error();
   str_t cur = {0}, sent = {0}, rec = {0}, rep = {0};
   int clean = 1, shut = 0, npieces = 0;
   lua_newtable(L);
@@ -424,11 +451,13 @@ static int l_client_ops(lua_State *L) {
       if (b % 8 != 0)
         clean = 0;
       drain(&cur);
-      /* Application data is repeated 1 + 4 r^2 times (r = b >> 3), up to
-       * 256 KiB sent in all: records of 16 KiB, reads larger than the
-       * scratch area, the server's send path under load. */
-      size_t reps = b % 8 == 0 ? 1 + 4 * (size_t)(b >> 3) * (b >> 3) : 1;
-      while (reps > 1 && sent.n + reps * l > 256 * 1024)
+      /* Application data is repeated when b >= 192: 1 + 64 r^2 times
+       * (r = (b >> 3) - 23, 1 to 8), up to 128 KiB sent in all: records of
+       * 16 KiB, reads larger than the scratch area, the server's sends
+       * under load. */
+      size_t r = b >= 192 ? (size_t)(b >> 3) - 23 : 0;
+      size_t reps = b % 8 == 0 ? 1 + 64 * r * r : 1;
+      while (reps > 1 && sent.n + reps * l > 128 * 1024)
         reps /= 2;
       rep.n = 0;
       for (size_t k = 0; k < reps; k++)
@@ -504,8 +533,21 @@ static int l_client_ops(lua_State *L) {
   free(sent.p);
   free(rec.p);
   free(rep.p);
-  ERR_clear_error();
+  client_errors_done();
   return 3;
+}
+
+/* fuzz_stale_error(): from now until the client is freed, an error is
+ * left in this thread's OpenSSL error queue after each of the client's
+ * steps, as another user of OpenSSL in the process may leave one (a Lua
+ * module, a failed call whose error nobody cleared). The server's TLS
+ * must not take it for its own connection's failure. (The client clears
+ * the queue before its own calls.) */
+static int l_stale_error(lua_State *L) {
+  (void)L;
+  cl.stale = 1;
+  client_errors_done();
+  return 0;
 }
 
 /* fuzz_halfclose(conn) -> done: shutdown(SHUT_WR) on the connection's
@@ -522,6 +564,19 @@ static int l_halfclose(lua_State *L) {
     shutdown(fd, SHUT_WR);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* fuzz_sockbuf(conn, "rcv" | "snd", bytes): small socket buffers (the
+ * client's receive buffer, the server's send buffer), so that the
+ * server's TLS sends meet a full socket: queued, parked, resumed. */
+static int l_sockbuf(lua_State *L) {
+  cs_connbox_t *box = luaL_checkudata(L, 1, CS_CONN_MT);
+  int opt = strcmp(luaL_checkstring(L, 2), "rcv") == 0 ? SO_RCVBUF : SO_SNDBUF;
+  int n = (int)luaL_checkinteger(L, 3);
+  uv_os_fd_t fd;
+  if (box->c != NULL && uv_fileno(&box->c->u.handle, &fd) == 0)
+    setsockopt(fd, SOL_SOCKET, opt, &n, sizeof n);
+  return 0;
 }
 
 /* ---- setup ---- */
@@ -601,6 +656,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                                    {"fuzz_client_ops", l_client_ops},
                                    {"fuzz_client_version", l_client_version},
                                    {"fuzz_client_free", l_client_free},
+                                   {"fuzz_sockbuf", l_sockbuf},
+                                   {"fuzz_stale_error", l_stale_error},
                                    {NULL, NULL}};
   for (const luaL_Reg *r = funcs; r->name; r++)
     lua_register(L, r->name, r->func);
@@ -630,6 +687,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_setglobal(L, "FUZZ_TLS12");
   lua_pushboolean(L, hdr[0] & 0x80);
   lua_setglobal(L, "FUZZ_EXTRAS");
+  set_int(L, "FUZZ_OPTS", hdr[1]);
   set_int(L, "FUZZ_CUT1", hdr[1] < hdr[2] ? hdr[1] : hdr[2]);
   set_int(L, "FUZZ_CUT2", hdr[1] < hdr[2] ? hdr[2] : hdr[1]);
 
