@@ -357,6 +357,7 @@ static int tls_fail(cs_conn_t *c, int ret) {
  * or waiting for more) or CS_ETLS. */
 static int tls_handshake(cs_conn_t *c) {
   cs_tls_t *tls = c->tls;
+  ERR_clear_error(); /* see cs__tls_feed */
   int ret = SSL_do_handshake(tls->ssl);
   if (ret == 1) {
     tls->done = 1;
@@ -415,6 +416,10 @@ int cs__tls_feed(cs_conn_t *c, const char *data, size_t len) {
     size_t room;
     if (tls_room(c, &dst, &room) != 0)
       return UV_ENOMEM;
+    /* SSL_get_error() reads the thread's error queue: one left there by
+     * anyone else (a Lua module, another connection) would turn "want
+     * more bytes" into this connection's failure. So it starts empty. */
+    ERR_clear_error();
     int n = SSL_read(tls->ssl, dst, room > INT32_MAX ? INT32_MAX : (int)room);
     if (n > 0) {
       c->rbuf.len += (size_t)n;
@@ -437,6 +442,7 @@ int cs__tls_write(cs_conn_t *c, const char *data, size_t len) {
   cs_tls_t *tls = c->tls;
   while (len > 0) {
     int chunk = len > 16384 ? 16384 : (int)len;
+    ERR_clear_error(); /* see cs__tls_feed */
     int n = SSL_write(tls->ssl, data, chunk);
     if (n <= 0)
       return tls_fail(c, n);
