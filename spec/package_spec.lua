@@ -280,12 +280,21 @@ describe("installing coserve", function()
     it("man coserve shows the page", function()
       if not check_ready() then return end
       assert.equal("/usr/share/man/man1/coserve.1.gz\n", ok(sh("man -w coserve"), "man -w"))
-      local page = ok(sh("MANWIDTH=80 MAN_KEEP_FORMATTING= man coserve 2>&1 | col -b"), "man")
-      for _, s in ipairs{ "COSERVE(1)", "SYNOPSIS", "--workers", "--grace", "--check", "--eval",
-                          "--log-level", "--pid-file", "--version", "SIGHUP", "EXIT STATUS",
+      local page = ok(sh("MANWIDTH=200 man coserve 2>&1 | col -b"), "man")
+      for _, s in ipairs{ "COSERVE(1)", "SYNOPSIS", "SIGHUP", "SIGUSR1", "EXIT STATUS",
                           "COSERVE_WORKER", "LISTEN_FDS", "SEE ALSO", "coserve " .. version } do
         assert.truthy(page:find(s, 1, true), s .. " not in the man page")
       end
+      -- Every option --help lists has its entry: the page follows main.c.
+      local help = ok(proc.run({ "/usr/bin/coserve", "--help" }), "coserve --help")
+      local n = 0
+      for opt in help:gmatch("%-%-[%a][%w-]*") do
+        n = n + 1
+        assert.truthy(page:find("\n       " .. opt, 1, true) or page:find(", " .. opt .. " ", 1, true) or
+                      page:find(", " .. opt .. "\n", 1, true),
+                      opt .. " (in --help) has no entry in the man page")
+      end
+      assert.truthy(n >= 9, help)
     end)
 
     it("dpkg -r removes every file it installed", function()
