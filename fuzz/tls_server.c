@@ -26,7 +26,7 @@
  * flags & 0x40: the client offers TLS 1.2 at most (else 1.3);
  * flags & 0x80: it sends SNI other.test, ALPN, and a client certificate.
  * In session mode byte 1 sets the server's limits instead of a cut: & 1
- * send_buffer 2048, & 2 a slow client (small socket buffers, reads 30 ms
+ * send_buffer 2048, & 2 a slow client (small socket buffers, reads 10 ms
  * late), so that the server's TLS sends are queued and park; & 4 max_frame 512 (lines
  * and reads beyond it close the connection; the answers are then not
  * compared); & 8 an error left in OpenSSL's per-thread error queue
@@ -108,7 +108,7 @@ static const char chunk[] =
     "    sni = { ['other.test'] = { cert = certs.other_cert, key = certs.other_key } } } }\n"
     "server:onerror(function(err) fail('handler failed: ' .. tostring(err)) end)\n"
     "server:handle(function(conn)\n"
-    "  if slow_reader then fuzz_sockbuf(conn, 'snd', 32768) end\n"
+    "  if slow_reader then fuzz_sockbuf(conn, 'snd', 16384) end\n"
     "  while true do\n"
     "    local line = conn:receive('*l')\n"
     "    if not line then return end\n"
@@ -199,7 +199,7 @@ static const char chunk[] =
     "local reader\n"
     "if ending ~= 'close' then\n"
     "  reader = coserve.spawn(function()\n"
-    "    if slow_reader then coserve.sleep(0.03) end\n"
+    "    if slow_reader then coserve.sleep(0.01) end\n"
     "    while true do\n"
     "      local data, rerr = c:receiveany(65536, 0.25)\n"
     "      if data then\n"
@@ -415,7 +415,7 @@ static int l_client_free(lua_State *L) {
  * is a list of ops: byte b, length byte l, then l bytes d (fewer at the
  * end of the input). b % 8 is:
  *   0  application data: SSL_write(d), repeated when b >= 192 (up to
- *      4097 times, 128 KiB in all)
+ *      4097 times, 64 KiB in all)
  *   1  d as is, raw bytes on the wire
  *   2  SSL_write(d) with one byte of the record (at d[0] % its size) flipped
  *   3  a hand-made record: type d[0], version 3.3, the rest of d as body
@@ -452,12 +452,12 @@ static int l_client_ops(lua_State *L) {
         clean = 0;
       drain(&cur);
       /* Application data is repeated when b >= 192: 1 + 64 r^2 times
-       * (r = (b >> 3) - 23, 1 to 8), up to 128 KiB sent in all: records of
+       * (r = (b >> 3) - 23, 1 to 8), up to 64 KiB sent in all: records of
        * 16 KiB, reads larger than the scratch area, the server's sends
        * under load. */
       size_t r = b >= 192 ? (size_t)(b >> 3) - 23 : 0;
       size_t reps = b % 8 == 0 ? 1 + 64 * r * r : 1;
-      while (reps > 1 && sent.n + reps * l > 128 * 1024)
+      while (reps > 1 && sent.n + reps * l > 64 * 1024)
         reps /= 2;
       rep.n = 0;
       for (size_t k = 0; k < reps; k++)
