@@ -210,8 +210,8 @@ end
 -- ngx_lua's backlog: with opts.backlog, at most pool_size connections of a
 -- pool are in use at once; more connects wait, at most `backlog` of them,
 -- for the connect timeout, and take the connection put back first. (Idle
--- ones do not count here, as they do in ngx_lua: a pool of this process
--- never holds more than pool_size idle ones either.)
+-- ones do not count, as they do in ngx_lua; a pool never holds more than
+-- pool_size idle ones either.)
 local function slot_acquire(pool, timeout)
   if not pool.backlog then return true end
   if pool.active < pool.size then
@@ -293,13 +293,15 @@ function Tcp:connect(host, port, opts)
     pools[name] = pool
   end
   self.pool = pool
-  local conn = pool_take(pool)
+  -- A pool with a backlog counts the connections in use, pooled ones too:
+  -- its slot comes first.
+  local conn = not pool.backlog and pool_take(pool)
   local ok, err
   if not conn then
     ok, err = slot_acquire(pool, seconds(self.ct, 60))
     if not ok then return nil, err end
     self.held = pool.backlog and true or false
-    -- A connection pooled while this one waited for its slot is reused.
+    -- One pooled while this connect waited for its slot is reused.
     conn = pool_take(pool)
     if not conn then
       conn, err = coserve_connect(host, port, { timeout = seconds(self.ct, 60) })
