@@ -683,6 +683,28 @@ ngx.thread = guarded({ spawn = thread_spawn, wait = thread_wait, kill = thread_k
 
 local timers_running, timers_pending = 0, 0
 
+-- Timers still waiting. Once the process begins to exit (SIGTERM, a
+-- reload), they fire at once with premature = true, as ngx_lua's do: a
+-- watcher polls coserve.exiting() while any timer waits, and cancels their
+-- waits. (coserve has no exit hook a Lua module can join; a poll every 0.2 s
+-- that exists only while timers wait is the cost.)
+local waiting_timers, watching = {}, false
+
+local function watch_exit()
+  if watching then return end
+  watching = true
+  spawn(function()
+    while next(waiting_timers) ~= nil do
+      if exiting() then
+        for h in pairs(waiting_timers) do h.task:cancel() end
+        break
+      end
+      sleep(0.2)
+    end
+    watching = false
+  end)
+end
+
 local function run_timer(cb, premature, args)
   timers_running = timers_running + 1
   local ok, err = pcall(cb, premature, unpack(args, 1, args.n))
@@ -716,12 +738,15 @@ local function timer_at(delay, cb, ...)
   local args = pack(...)
   local h = setmetatable({ canceled = false, task = false }, TimerHandle)
   timers_pending = timers_pending + 1
+  waiting_timers[h] = true
   h.task = spawn(function()
     local ok = sleep(delay)
     timers_pending = timers_pending - 1
+    waiting_timers[h] = nil
     if h.canceled then return end
     run_timer(cb, not ok or exiting(), args)
   end)
+  if waiting_timers[h] then watch_exit() end
   return h
 end
 
@@ -735,20 +760,24 @@ local function timer_every(delay, cb, ...)
   local args = pack(...)
   local h = setmetatable({ canceled = false, task = false }, TimerHandle)
   timers_pending = timers_pending + 1
+  waiting_timers[h] = true
   h.task = spawn(function()
     local due = now() + delay
     while true do
       local ok = sleep(due - now())
       if h.canceled then break end
       if not ok or exiting() then
+        waiting_timers[h] = nil
         run_timer(cb, true, args)
         break
       end
       spawn(run_timer, cb, false, args)
       due = due + delay
     end
+    waiting_timers[h] = nil
     timers_pending = timers_pending - 1
   end)
+  watch_exit()
   return h
 end
 
