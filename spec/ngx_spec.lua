@@ -245,6 +245,17 @@ describe("coserve.ngx", function()
         local g = tcp_to(s)
         assert.equal(0, g:getreusedtimes())
         g:close()
+        -- A pool keeps at most `size` idle connections: the oldest goes.
+        local three = {}
+        for i = 1, 3 do three[i] = tcp_to(s, { pool = "small" }) end
+        for i = 1, 3 do assert.equal(1, three[i]:setkeepalive(10000, 2)) end
+        local reuses = {}
+        for i = 1, 3 do
+          three[i] = tcp_to(s, { pool = "small" })
+          reuses[i] = three[i]:getreusedtimes()
+        end
+        assert.same({ 1, 1, 0 }, reuses)
+        for i = 1, 3 do three[i]:close() end
         -- An expired idle connection is not reused.
         local e = tcp_to(s)
         assert.equal(1, e:setkeepalive(10, 5))

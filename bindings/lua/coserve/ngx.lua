@@ -190,19 +190,23 @@ end
 local pools = {}                               -- name -> pool
 local reused = setmetatable({}, { __mode = "k" }) -- conn -> times reused
 
+-- A pool's idle connections and their expiry times are two arrays (no
+-- table per setkeepalive), the most recently pooled last.
 local function new_pool(size, backlog)
   return { size = size, backlog = backlog or false, active = 0,
-           idle = {}, waiting = 0, sem = false }
+           idle = {}, expires = {}, waiting = 0, sem = false }
 end
 
 local function pool_take(pool)
-  local idle = pool.idle
+  local idle, expires = pool.idle, pool.expires
+  local n = #idle
+  if n == 0 then return nil end
   local t = now()
-  while #idle > 0 do
-    local entry = idle[#idle]                  -- the most recently pooled first
-    idle[#idle] = nil
-    local conn = entry.conn
-    if entry.expires > t and conn:_pool(false) then return conn end
+  while n > 0 do
+    local conn, e = idle[n], expires[n]       -- the most recently pooled first
+    idle[n], expires[n] = nil, nil
+    n = n - 1
+    if e > t and conn:_pool(false) then return conn end
     conn:close()
   end
 end
@@ -488,14 +492,15 @@ function Tcp:setkeepalive(ms, size)
     c:close()
     return nil, err
   end
-  local idle = pool.idle
+  local idle, expires = pool.idle, pool.expires
   local limit = pool.backlog and pool.size or size or pool.size
   if #idle >= limit then
-    local oldest = table.remove(idle, 1)
-    oldest.conn:close()
+    table.remove(expires, 1)
+    table.remove(idle, 1):close()
   end
   if ms == nil then ms = 60000 end
-  idle[#idle + 1] = { conn = c, expires = ms == 0 and math.huge or now() + ms / 1000 }
+  local n = #idle + 1
+  idle[n], expires[n] = c, ms == 0 and math.huge or now() + ms / 1000
   return 1
 end
 
@@ -504,8 +509,8 @@ end
 local function close_idle()
   for _, pool in pairs(pools) do
     local idle = pool.idle
-    for i = 1, #idle do idle[i].conn:close() end
-    pool.idle = {}
+    for i = 1, #idle do idle[i]:close() end
+    pool.idle, pool.expires = {}, {}
   end
 end
 
