@@ -15,8 +15,10 @@
  * libuv writes requests in order and uv_try_write declines while any are
  * queued, so bytes leave in the order they were sent. A close writes what
  * is still buffered first, for at most the send timeout. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "internal.h"
 
@@ -404,6 +406,19 @@ int cs__conn_read(lua_State *L, cs_conn_t *c, const cs_read_t *r, double timeout
   return cs__park(L, t, &c->rwait, timeout);
 }
 
+/* Whether the peer has sent bytes or its EOF that the loop has not read
+ * yet: a connection pooled and taken back in one loop turn would otherwise
+ * hand them to its next user as the answer to a request it never made.
+ * (Over TLS what waits may be a session ticket, so TLS is not asked.) */
+static int conn_peer_spoke(cs_conn_t *c) {
+  uv_os_fd_t fd;
+  char b;
+  if (uv_fileno(&c->u.handle, &fd) != 0)
+    return 1;
+  ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 /* Pooling: an idle client connection waits in a pool without keeping the
  * loop alive, still reading so that a peer's close is noticed. Returns 0,
  * or an error when it cannot be pooled (or, leaving, is no longer usable). */
@@ -426,7 +441,9 @@ int cs__conn_pool(cs_conn_t *c, int on) {
     return 0;
   c->pooled = 0;
   conn_update_ref(c);
-  return c->closing ? CS_ECLOSED : 0;
+  if (c->closing || (c->tls == NULL && conn_peer_spoke(c)))
+    return CS_ECLOSED;
+  return 0;
 }
 
 /* ---- writing ---- */

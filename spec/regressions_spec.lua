@@ -175,5 +175,38 @@ describe("regressions", function()
     assert.matches("start: cannot wait inside a C call that cannot yield", out)
     assert.matches("status=1", out)
   end)
-end)
 
+  it("a pooled connection taken back in the same loop turn is not handed out with bytes its peer sent meanwhile", function()
+    local proc = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+                        .. "support/process.lua")
+    -- The peer is another process: it answers, then 50 ms later sends a
+    -- line nobody asked for, while this process's loop does not poll.
+    local p = proc.start({ BIN, "-e", [[
+      local coserve = require "coserve"
+      local s = coserve.server{ host = "127.0.0.1", port = 0 }
+      s:handle(function(conn)
+        conn:receive()
+        conn:send("answer\n")
+        coserve.sleep(0.05)
+        conn:send("stale bytes nobody asked for\n")
+        conn:receive()
+      end)
+      coserve.spawn(function() s:start() end)
+      print("port " .. s.port) io.stdout:flush()
+    ]] })
+    finally(function() p:stop() end)
+    local port = tonumber(p:wait_output("port (%d+)"))
+    run(function()
+      local c = assert(coserve.connect("127.0.0.1", port))
+      local id = c.id
+      c:send("question\n")
+      assert.equal("answer", c:receive())
+      local t = coserve.now() + 0.2
+      while coserve.now() < t do end -- the stale line arrives, unread
+      assert(c:setkeepalive())
+      local again = assert(coserve.connect("127.0.0.1", port)) -- the same loop turn
+      assert.are_not.equal(id, again.id)
+      again:close()
+    end)
+  end)
+end)
