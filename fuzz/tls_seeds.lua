@@ -188,13 +188,18 @@ for _, name in ipairs(names) do
   local p = programs[name]
   write("session_" .. name, string.char(p[1], 0, 0) .. p[2])
 end
--- The server's limits (byte 1): a small send buffer, a slow reader, both;
+-- Byte 1: the server's limits: a small send buffer, a slow reader, both;
 -- a small max_frame.
 local big = programs.repeated[2]
 write("session_limits_small_send", string.char(S13, 1, 0) .. big)
 write("session_limits_slow_reader", string.char(S12, 2, 0) .. programs.repeated12[2])
 write("session_limits_both", string.char(S13, 3, 0) .. programs.repeated_long_line[2])
 write("session_limits_small_frame", string.char(S13, 4, 0) .. programs.big[2] .. op(0, "n999\n"))
+-- An error left in OpenSSL's queue (8); a resumed session (16).
+write("session_stale_error", string.char(S13, 8, 0) .. programs.yields[2])
+write("session_resume", string.char(S13, 16, 0) .. programs.keyupdate[2])
+write("session_resume12", string.char(S12, 16, 0) .. programs.lines[2])
+write("session_resume_extras", string.char(S13 + EXTRAS, 16, 0) .. op(0, "t\nhello\n"))
 -- Hello mode with hand-made second flights, and plaintext on a TLS port.
 write("hello_ccs_alert", "\2\0\0\20\3\3\0\1\1\21\3\3\0\2\2\40")
 write("hello12_ccs_early", "\66\0\0\20\3\3\0\1\1\22\3\3\0\4\20\0\0\0")

@@ -3,8 +3,8 @@
  * Each input is one run of a chunk in a runtime created once, as in
  * fuzz/http_server.c: a coserve.server with tls options (an ECDSA
  * certificate made once per process with coserve.testing.tls(), a second
- * one for SNI "other.test", ALPN http/1.1, client certificates optional)
- * on 127.0.0.1 port 0, whose handler reads lines and echoes them ("n<d>"
+ * one for SNI "other.test", ALPN http/1.1, client certificates optional;
+ * the SSL_CTX is made once too, see init_chunk) on 127.0.0.1 port 0, whose handler reads lines and echoes them ("n<d>"
  * reads d bytes, "t" answers the TLS version, "q" closes at once); a
  * client socket connects, sends, ends, reads until the server closes;
  * then the server is shut down and nothing may be left behind.
@@ -31,7 +31,8 @@
  * and reads beyond it close the connection; the answers are then not
  * compared); & 8 an error left in OpenSSL's per-thread error queue
  * before each write, as another OpenSSL user in the process may leave
- * one.
+ * one; & 16 resumption: a first connection's session is offered, and
+ * must be resumed.
  *
  * Checks (each abort()s, so that libFuzzer keeps the input): the server
  * never crashes; after the half-close it closes the connection within
@@ -62,6 +63,10 @@
 
 static cs_runtime_t *rt;
 static char cert_dir[512];
+/* The server's context, also held here so that LeakSanitizer (which
+ * cannot see into LuaJIT's heap) sees what hangs off it, such as the
+ * sessions it caches, as reachable. */
+static void *server_ctx;
 
 /* The in-process client: an OpenSSL client over memory BIOs, whose
  * ciphertext the chunk carries over a plain coserve connection. */
@@ -74,6 +79,7 @@ static struct {
   int tls12;
   int stale; /* see fuzz_stale_error */
 } cl;
+static SSL_SESSION *kept; /* fuzz_client_keep_session's, for one run */
 
 /* After each of the client's steps: its errors are cleared; in stale mode
  * one is left for whoever calls OpenSSL next. */
@@ -83,11 +89,26 @@ static void client_errors_done(void) {
     ERR_raise_data(ERR_LIB_SSL, SSL_R_NO_CIPHER_MATCH, "left by another OpenSSL user");
 }
 
+/* The certificates, and the server's context: made once, since making an
+ * SSL_CTX costs more than the rest of a run. Each run's server:start()
+ * asks core.tls_context for one, as always; the wrapper answers with this
+ * one for these options. */
 static const char init_chunk[] =
     "local testing = require 'coserve.testing'\n"
+    "local core = require 'coserve.core'\n"
     "local certs = testing.tls()\n"
     "certs.other_cert, certs.other_key = certs.make('other.test', { san = 'DNS:other.test' })\n"
-    "FUZZ_CERTS = certs\n";
+    "FUZZ_CERTS = certs\n"
+    "FUZZ_TLS = { cert = certs.cert, key = certs.key, ca = certs.ca, verify = 'optional',\n"
+    "  alpn = { 'http/1.1' }, handshake_timeout = 5,\n"
+    "  sni = { ['other.test'] = { cert = certs.other_cert, key = certs.other_key } } }\n"
+    "local ctx = assert(core.tls_context(FUZZ_TLS, true))\n"
+    "FUZZ_SERVER_CTX = ctx\n"
+    "local make = core.tls_context\n"
+    "core.tls_context = function(opts, is_server)\n"
+    "  if is_server and opts == FUZZ_TLS then return ctx end\n"
+    "  return make(opts, is_server)\n"
+    "end\n";
 
 static const char chunk[] =
     "local coserve = require 'coserve'\n"
@@ -97,15 +118,13 @@ static const char chunk[] =
     "local certs = FUZZ_CERTS\n"
     "local opts = mode == 'session' and FUZZ_OPTS or 0\n"
     "local small_send, slow_reader, small_frame = opts % 2 == 1, opts % 4 >= 2, opts % 8 >= 4\n"
-    "local stale_error = opts % 16 >= 8\n"
+    "local stale_error, resume = opts % 16 >= 8, opts % 32 >= 16\n"
     "local failure\n"
     "local function fail(msg) failure = failure or msg end\n"
     "coserve.log = function(level, msg) fail('logged: ' .. tostring(level) .. ': ' .. tostring(msg)) end\n"
     "local server = coserve.server{ host = '127.0.0.1', port = 0, read_timeout = 2,\n"
     "  send_timeout = 2, send_buffer = small_send and 2048 or nil,\n"
-    "  max_frame = small_frame and 512 or nil, tls = { cert = certs.cert, key = certs.key, ca = certs.ca,\n"
-    "    verify = 'optional', alpn = { 'http/1.1' }, handshake_timeout = 5,\n"
-    "    sni = { ['other.test'] = { cert = certs.other_cert, key = certs.other_key } } } }\n"
+    "  max_frame = small_frame and 512 or nil, tls = FUZZ_TLS }\n"
     "server:onerror(function(err) fail('handler failed: ' .. tostring(err)) end)\n"
     "server:handle(function(conn)\n"
     "  if slow_reader then fuzz_sockbuf(conn, 'snd', 16384) end\n"
@@ -175,15 +194,35 @@ static const char chunk[] =
     "  pieces = cut(payload)\n"
     "  table.insert(pieces, 1, (fuzz_client_step('')))\n"
     "else\n"
-    "  fuzz_client_new(tls12, extras)\n"
-    "  local out, _, state = fuzz_client_step('')\n"
-    "  for _ = 1, 20 do\n"
-    "    if #out > 0 and not c:send(out) then fail('handshake: the server went away'); break end\n"
-    "    if state == 'done' then handshaken = true; break end\n"
-    "    if state ~= 'more' then fail('handshake: the client says ' .. state); break end\n"
-    "    local data, rerr = c:receiveany(65536, 1)\n"
-    "    if not data then fail('handshake: ' .. tostring(rerr)); break end\n"
-    "    out, _, state = fuzz_client_step(data)\n"
+    "  local function handshake(conn)\n"
+    "    local out, _, state = fuzz_client_step('')\n"
+    "    for _ = 1, 20 do\n"
+    "      if #out > 0 and not conn:send(out) then fail('handshake: the server went away'); return end\n"
+    "      if state == 'done' then return true end\n"
+    "      if state ~= 'more' then fail('handshake: the client says ' .. state); return end\n"
+    "      local data, rerr = conn:receiveany(65536, 1)\n"
+    "      if not data then fail('handshake: ' .. tostring(rerr)); return end\n"
+    "      out, _, state = fuzz_client_step(data)\n"
+    "    end\n"
+    "  end\n"
+    /* Resumption: a first connection's session (TLS 1.3: from the tickets
+     * the server sends after the handshake) is offered on the second. */
+    "  if resume then\n"
+    "    local c0 = coserve.connect('127.0.0.1', server.port, { timeout = 1 })\n"
+    "    fuzz_client_new(tls12, extras)\n"
+    "    if c0 and handshake(c0) then\n"
+    "      if not tls12 then\n"
+    "        local data = c0:receiveany(65536, 1)\n"
+    "        if data then fuzz_client_step(data) end\n"
+    "      end\n"
+    "      fuzz_client_keep_session()\n"
+    "    end\n"
+    "    if c0 then c0:close() end\n"
+    "  end\n"
+    "  fuzz_client_new(tls12, extras, resume)\n"
+    "  handshaken = handshake(c)\n"
+    "  if handshaken and resume and not select(2, fuzz_client_version()) then\n"
+    "    fail('the session was not resumed')\n"
     "  end\n"
     "  if handshaken then\n"
     "    pieces, sent, clean = fuzz_client_ops(payload)\n"
@@ -270,7 +309,8 @@ static const char chunk[] =
     "if not ok then fail('the server did not stop: ' .. tostring(started))\n"
     "elseif not started then fail('server:start() failed: ' .. tostring(serr)) end\n"
     "local st = server:stats()\n"
-    "if mode == 'session' and handshaken and (st.tls_handshakes ~= 1 or st.tls_failures ~= 0) then\n"
+    "if mode == 'session' and handshaken and (st.tls_handshakes ~= (resume and 2 or 1) or\n"
+    "    st.tls_failures ~= 0) then\n"
     "  fail(('stats: %d handshakes, %d failures'):format(st.tls_handshakes, st.tls_failures))\n"
     "elseif mode ~= 'session' and (st.tls_handshakes ~= 0 or st.tls_failures ~= 1) then\n"
     "  fail(('stats: %d handshakes, %d failures on fuzzed bytes'):format(st.tls_handshakes,\n"
@@ -327,7 +367,18 @@ static void client_free(void) {
   ERR_clear_error();
 }
 
-/* fuzz_client_new(tls12, extras) */
+/* fuzz_client_keep_session(): the session the next client offers. */
+static int l_client_keep_session(lua_State *L) {
+  (void)L;
+  SSL_SESSION_free(kept);
+  kept = cl.ssl ? SSL_get1_session(cl.ssl) : NULL;
+  /* As if close_notify had gone: SSL_free would mark it not resumable. */
+  if (cl.ssl)
+    SSL_set_shutdown(cl.ssl, SSL_SENT_SHUTDOWN);
+  return 0;
+}
+
+/* fuzz_client_new(tls12, extras [, resume]) */
 static int l_client_new(lua_State *L) {
   client_free();
   cl.tls12 = lua_toboolean(L, 1);
@@ -349,6 +400,8 @@ static int l_client_new(lua_State *L) {
         SSL_use_PrivateKey(cl.ssl, client_key) != 1)
       abort();
   }
+  if (lua_toboolean(L, 3) && kept)
+    SSL_set_session(cl.ssl, kept);
   ERR_clear_error();
   return 0;
 }
@@ -400,9 +453,11 @@ static int l_client_step(lua_State *L) {
   return 3;
 }
 
+/* fuzz_client_version() -> "TLSv1.3", whether the session was resumed */
 static int l_client_version(lua_State *L) {
   lua_pushstring(L, cl.ssl ? SSL_get_version(cl.ssl) : "?");
-  return 1;
+  lua_pushboolean(L, cl.ssl && SSL_session_reused(cl.ssl));
+  return 2;
 }
 
 static int l_client_free(lua_State *L) {
@@ -634,6 +689,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   }
   snprintf(cert_dir, sizeof cert_dir, "%s", cert_field(L, "dir"));
   atexit(remove_certs);
+  lua_getglobal(L, "FUZZ_SERVER_CTX");
+  server_ctx = *(void **)lua_touserdata(L, -1); /* ltls.c's box: its cs_tls_ctx_t * */
+  lua_pop(L, 1);
 
   client_ctx = SSL_CTX_new(TLS_client_method());
   if (client_ctx == NULL)
@@ -658,6 +716,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                                    {"fuzz_client_free", l_client_free},
                                    {"fuzz_sockbuf", l_sockbuf},
                                    {"fuzz_stale_error", l_stale_error},
+                                   {"fuzz_client_keep_session", l_client_keep_session},
                                    {NULL, NULL}};
   for (const luaL_Reg *r = funcs; r->name; r++)
     lua_register(L, r->name, r->func);
@@ -696,6 +755,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   }
   client_free();
+  SSL_SESSION_free(kept);
+  kept = NULL;
 
   /* Everything the run started has ended and been closed. */
   lua_getglobal(L, "require");
@@ -719,8 +780,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_settop(L, top);
   lua_pushnil(L);
   lua_setglobal(L, "FUZZ_PAYLOAD");
-  /* The server's SSL_CTX belongs to a Lua userdata: collected now, it is
-   * not taken for a leak (LeakSanitizer cannot see into LuaJIT's heap). */
+  /* C memory that only Lua objects point to is freed now, not taken for
+   * a leak (LeakSanitizer cannot see into LuaJIT's heap). */
   lua_gc(L, LUA_GCCOLLECT, 0);
   return 0;
 }

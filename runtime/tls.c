@@ -181,6 +181,15 @@ static SSL_CTX *ctx_base(const cs_tls_config_t *cfg, char *err, size_t size) {
   else if (cfg->verify == CS_TLS_VERIFY_REQUIRED)
     mode = SSL_VERIFY_PEER | (cfg->is_server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
   SSL_CTX_set_verify(ctx, mode, NULL);
+  /* With verify on, OpenSSL answers a client that resumes a session (a
+   * TLS 1.2 session or ticket, a TLS 1.3 PSK) with a fatal alert unless
+   * the server has a session id context. (Tickets are sealed with keys of
+   * this context's own: a session does not resume on another server.) */
+  static const unsigned char sid_ctx[] = "coserve";
+  if (cfg->is_server && SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1) != 1) {
+    tls_error(err, size, "cannot set the session id context");
+    goto fail;
+  }
   return ctx;
 fail:
   SSL_CTX_free(ctx);

@@ -6,6 +6,8 @@ local testing = require "coserve.testing"
 local ffi = require "ffi"
 
 local run, serve, connect = testing.run, testing.server, testing.connect
+local proc = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
+                    .. "support/process.lua")
 
 -- The process's libcrypto (the one coserve is linked with: one library,
 -- one per-thread error queue).
@@ -68,6 +70,52 @@ describe("TLS regressions", function()
         s:shutdown()
         assert.same({ "one", "two", "three", "closed" }, results)
       end)
+    end)
+  end
+
+  -- `openssl s_client` saves its session, then offers it again; stdin is
+  -- held open a moment so that it reads the server's tickets. Runs while
+  -- the caller's servers go on: {status =, out =}.
+  local function s_client(port, args)
+    local p = proc.start({ "sh", "-c", "sleep 0.5 | openssl s_client -connect 127.0.0.1:" ..
+      port .. " " .. args })
+    local status = p:wait_exit(10)
+    local r = { status = status, out = p:stdout() .. p:stderr() }
+    p:stop()
+    return r
+  end
+
+  for _, case in ipairs({
+    { "TLSv1.2", "optional", "-tls1_2" },
+    { "TLSv1.3", "optional", "-tls1_3" },
+    { "TLSv1.3", "required", "-tls1_3 -cert %s -key %s" },
+  }) do
+    local version, verify, args = case[1], case[2], case[3]
+    it(("a server with verify = '%s' resumes a %s session instead of failing the handshake")
+       :format(verify, version), function()
+      -- fuzz/corpus/tls_server/regress_resume_verify*: with verify on and no
+      -- session id context, OpenSSL answered every resumption attempt (a
+      -- TLS 1.2 session or ticket, a TLS 1.3 PSK) with a fatal
+      -- internal_error alert, so every client that reconnects with the
+      -- session it kept failed. Server contexts now set one.
+      run(function()
+        local dir = proc.tmpdir()
+        finally(function() proc.rmdir(dir) end)
+        local s = serve(function(conn) while conn:receive() do end end,
+          { tls = { cert = certs.cert, key = certs.key, ca = certs.ca, verify = verify } })
+        local opts = args:format(certs.client_cert, certs.client_key) ..
+          " -CAfile " .. proc.quote(certs.ca) .. " -sess_"
+        local first = s_client(s.port, opts .. "out " .. proc.quote(dir .. "/sess"))
+        assert.equal(0, first.status, first.out)
+        assert.matches("New, " .. version, first.out, 1, true)
+        local again = s_client(s.port, opts .. "in " .. proc.quote(dir .. "/sess"))
+        assert.equal(0, again.status, again.out)
+        assert.matches("Reused, " .. version, again.out, 1, true)
+        local st = s:stats()
+        s:shutdown()
+        assert.equal(2, st.tls_handshakes)
+        assert.equal(0, st.tls_failures)
+      end, { timeout = 30 })
     end)
   end
 end)
