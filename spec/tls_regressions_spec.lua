@@ -18,7 +18,8 @@ void ERR_set_error(int lib, int reason, const char *fmt, ...);
 unsigned long ERR_peek_error(void);
 void ERR_clear_error(void);
 ]]
-local crypto = ffi.load("libcrypto.so.3")
+local ok, crypto = pcall(ffi.load, "libcrypto.so.3")
+if not ok then crypto = ffi.load("crypto") end
 
 -- What another user of OpenSSL in the process (a Lua C module, a failed
 -- call nobody cleared after) may leave behind: ERR_raise(ERR_LIB_SSL,
