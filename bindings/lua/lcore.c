@@ -204,6 +204,7 @@ int luaopen_coserve_core(lua_State *L) {
   cs__open_wsutil(L);
   cs__open_tls(L, rt);
   cs__open_udp(L, rt);
+  cs__open_pg(L, rt); /* libpq's steps, for coserve.pg */
   cs__open_crypto(L); /* digest, hmac, base64, crc32: for coserve.ngx */
   lua_pushliteral(L, CS_VERSION);
   lua_setfield(L, -2, "version");
