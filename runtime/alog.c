@@ -21,14 +21,17 @@
  *
  * Lua surface (internal, used by coserve/http.lua), `require "coserve.alog"`:
  *   alog.open(path | "stderr") -> writer | nil, err
- *   writer:combined(remote, method, url, version, status, bytes, referer, ua)
- *   writer:json(remote, method, path, query, status, bytes, duration, ua,
- *               referer, request_id)
+ *   writer:combined(parser, remote, method, url, version, status, bytes)
+ *   writer:json(parser, remote, method, url, status, bytes, duration)
+ *       (the headers they log are read from the head the parser holds)
  *   writer:write(line)      a line as given (a newline is added)
  *   writer:flush()          starts a write now; writer:close() writes what
  *   writer:reopen()         is left (synchronously) and closes
  *   writer:stats() -> {dropped =, pending =}
  *   alog.random_hex(nbytes), alog.page_size(), alog.time() (wall clock, s)
+ *   alog.fields(parser) -> user_agent, referer, x_request_id
+ *   alog.ffi() -> the C functions behind combined and json, and a clock,
+ *       for LuaJIT's FFI (the request path calls them from compiled code)
  *
  * Memory: the writer is C-owned (the Lua box points to it), freed once its
  * two handles are closed and no write is in flight. */
@@ -36,6 +39,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,9 +70,13 @@ typedef struct {
   uv_timer_t timer;
   uv_signal_t usr1;
   double dropped;        /* lines given up (buffer full, failed writes) */
+  char rid[16];          /* request ids: 8 random bytes in hex ... */
+  uint64_t rid_n;        /* ... and a counter */
   time_t tsec;           /* the second the time strings are for */
   char tlocal[32];       /* 02/Dec/2026:14:50:49 +0000 */
+  size_t tlocal_len;
   char tiso[32];         /* 2026-12-02T14:50:49+00:00 */
+  size_t tiso_len;
 } alog_t;
 
 typedef struct {
@@ -232,11 +240,12 @@ static void alog_times(alog_t *a) {
     return;
   struct tm tm;
   localtime_r(&now, &tm);
-  strftime(a->tlocal, sizeof a->tlocal, "%d/%b/%Y:%H:%M:%S %z", &tm);
+  a->tlocal_len = strftime(a->tlocal, sizeof a->tlocal, "%d/%b/%Y:%H:%M:%S %z", &tm);
   char z[8];
   strftime(z, sizeof z, "%z", &tm); /* +0000 -> +00:00 */
   size_t n = strftime(a->tiso, sizeof a->tiso - 7, "%Y-%m-%dT%H:%M:%S", &tm);
   snprintf(a->tiso + n, sizeof a->tiso - n, "%.3s:%.2s", z, z + 3);
+  a->tiso_len = strlen(a->tiso);
   a->tsec = now;
 }
 
@@ -244,20 +253,24 @@ static void alog_times(alog_t *a) {
 
 static const char hex[] = "0123456789ABCDEF";
 
-/* nginx's access-log escaping: ", \ and bytes outside 0x20-0x7e as \xHH. */
+/* nginx's access-log escaping: ", \ and bytes outside 0x20-0x7e as \xHH.
+ * Runs of bytes that need none are copied whole. */
 static char *esc_nginx(char *o, const char *s, size_t len) {
+  size_t run = 0;
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') {
-      *o++ = '\\';
-      *o++ = 'x';
-      *o++ = hex[c >> 4];
-      *o++ = hex[c & 15];
-    } else {
-      *o++ = (char)c;
-    }
+    if (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\')
+      continue;
+    memcpy(o, s + run, i - run);
+    o += i - run;
+    run = i + 1;
+    *o++ = '\\';
+    *o++ = 'x';
+    *o++ = hex[c >> 4];
+    *o++ = hex[c & 15];
   }
-  return o;
+  memcpy(o, s + run, len - run);
+  return o + (len - run);
 }
 
 /* The length of a valid UTF-8 sequence at s (at most n bytes), 0 if none. */
@@ -280,7 +293,15 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
 char *cs__json_escape(char *o, const char *s, size_t len) {
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c >= 0x80) {
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      size_t run = i + 1; /* a run of bytes that need nothing: copied whole */
+      while (run < len && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x80 &&
+             s[run] != '"' && s[run] != '\\')
+        run++;
+      memcpy(o, s + i, run - i);
+      o += run - i;
+      i = run - 1;
+    } else if (c >= 0x80) {
       size_t n = utf8_len((const unsigned char *)s + i, len - i);
       if (n == 0) {
         memcpy(o, "\\ufffd", 6);
@@ -314,8 +335,16 @@ static char *put(char *o, const char *s, size_t len) {
 }
 #define PUTS(o, lit) put(o, lit, sizeof(lit) - 1)
 
-/* A non-negative integer in decimal (negative ones as 0). */
+/* A non-negative integer in decimal (negative ones as 0); three digits,
+ * as a status code has, directly. */
 static char *put_uint(char *o, double v) {
+  if (v >= 100 && v < 1000) {
+    unsigned u = (unsigned)v;
+    o[0] = (char)('0' + u / 100);
+    o[1] = (char)('0' + u / 10 % 10);
+    o[2] = (char)('0' + u % 10);
+    return o + 3;
+  }
   char tmp[24];
   int n = 0;
   unsigned long long u = v > 0 && v < 1e19 ? (unsigned long long)v : 0;
@@ -338,122 +367,248 @@ static char *json_str(char *o, const char *s, size_t len) {
   return o;
 }
 
+/* ---- the request's head ---- */
+
+typedef struct {
+  const char *p;         /* NULL: the field is not there */
+  size_t len;
+} field_t;
+
+enum { F_UA, F_REFERER, F_REQUEST_ID, NFIELDS };
+
+/* User-Agent, Referer and X-Request-Id from a head as sent (its first
+ * occurrence each), without building Lua strings for the other fields. */
+static void head_fields(const char *head, size_t len, field_t out[NFIELDS]) {
+  static const struct {
+    const char *name;
+    size_t len;
+  } want[NFIELDS] = {{"user-agent", 10}, {"referer", 7}, {"x-request-id", 12}};
+  for (int i = 0; i < NFIELDS; i++) {
+    out[i].p = NULL;
+    out[i].len = 0;
+  }
+  const char *end = head + len;
+  const char *p = memchr(head, '\n', len); /* past the request line */
+  while (p != NULL && p + 1 < end) {
+    const char *line = p + 1;
+    const char *eol = memchr(line, '\n', (size_t)(end - line));
+    if (eol == NULL)
+      break;
+    const char *colon = memchr(line, ':', (size_t)(eol - line));
+    size_t n = colon ? (size_t)(colon - line) : 0;
+    for (int i = 0; colon && i < NFIELDS; i++) {
+      if (n != want[i].len || out[i].p != NULL || strncasecmp(line, want[i].name, n) != 0)
+        continue;
+      const char *v = colon + 1, *ve = eol;
+      while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+      out[i].p = v;
+      out[i].len = (size_t)(ve - v);
+    }
+    p = eol;
+  }
+}
+
 /* ---- Lua ---- */
 
+/* The writer at 1: its metatable is compared with the methods' upvalue 2
+ * (no registry lookup on the request path). */
 static alog_t *alog_check(lua_State *L) {
-  alogbox_t *box = luaL_checkudata(L, 1, ALOG_MT);
+  alogbox_t *box = lua_touserdata(L, 1);
+  int ok = box != NULL && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(2));
+  if (box != NULL && ok)
+    lua_pop(L, 1);
+  if (!ok)
+    box = luaL_checkudata(L, 1, ALOG_MT); /* raises the usual error */
   if (box->a == NULL)
     luaL_error(L, "access log closed");
   return box->a;
 }
 
-static const char *opt_str(lua_State *L, int idx, size_t *len) {
-  if (lua_isnoneornil(L, idx)) {
-    *len = 0;
-    return NULL;
-  }
-  return luaL_checklstring(L, idx, len);
-}
-
-/* writer:combined(remote, method, url, version, status, bytes, referer, ua)
- * -> true | false (dropped). nginx's
+/* One line in nginx's combined format:
  *   $remote_addr - - [$time_local] "$request" $status $body_bytes_sent
- *   "$http_referer" "$http_user_agent" */
-static int lalog_combined(lua_State *L) {
-  alog_t *a = alog_check(L);
-  size_t lr, lm, lu, lv, lref, lua_;
-  const char *remote = luaL_checklstring(L, 2, &lr);
-  const char *method = luaL_checklstring(L, 3, &lm);
-  const char *url = luaL_checklstring(L, 4, &lu);
-  const char *version = luaL_checklstring(L, 5, &lv);
-  double status = luaL_checknumber(L, 6);
-  double bytes = luaL_checknumber(L, 7);
-  const char *ref = opt_str(L, 8, &lref);
-  const char *ua = opt_str(L, 9, &lua_);
+ *   "$http_referer" "$http_user_agent"
+ * The headers come from the head the parser holds. 1, or 0 if dropped. */
+static int alog_combined(alog_t *a, const void *parser, const char *remote, size_t lr,
+                         const char *method, size_t lm, const char *url, size_t lu,
+                         const char *version, size_t lv, double status, double bytes) {
+  size_t lh;
+  const char *head = cs__http_head(parser, &lh);
+  field_t f[NFIELDS];
+  head_fields(head, lh, f);
   alog_times(a);
-  char *o = alog_begin(a, 4 * (lr + lm + lu + lv + lref + lua_) + 128);
-  if (o == NULL) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  o = esc_nginx(o, remote, lr);
+  char *o = alog_begin(a, lr + lm + lv + 4 * (lu + f[F_UA].len + f[F_REFERER].len) + 128);
+  if (o == NULL)
+    return 0;
+  /* The address comes from the kernel, the method and the version passed
+   * llhttp's checks: only the URL and the headers may need escaping. */
+  o = put(o, remote, lr);
   o = PUTS(o, " - - [");
-  o = put(o, a->tlocal, strlen(a->tlocal));
+  o = put(o, a->tlocal, a->tlocal_len);
   o = PUTS(o, "] \"");
-  o = esc_nginx(o, method, lm);
+  o = put(o, method, lm);
   *o++ = ' ';
   o = esc_nginx(o, url, lu);
   o = PUTS(o, " HTTP/");
-  o = esc_nginx(o, version, lv);
+  o = put(o, version, lv);
   o = PUTS(o, "\" ");
   o = put_uint(o, status);
   *o++ = ' ';
   o = put_uint(o, bytes);
   o = PUTS(o, " \"");
-  o = ref && lref ? esc_nginx(o, ref, lref) : PUTS(o, "-");
+  o = f[F_REFERER].p && f[F_REFERER].len ? esc_nginx(o, f[F_REFERER].p, f[F_REFERER].len)
+                                         : PUTS(o, "-");
   o = PUTS(o, "\" \"");
-  o = ua && lua_ ? esc_nginx(o, ua, lua_) : PUTS(o, "-");
+  o = f[F_UA].p && f[F_UA].len ? esc_nginx(o, f[F_UA].p, f[F_UA].len) : PUTS(o, "-");
   o = PUTS(o, "\"\n");
   alog_end(a, o);
-  lua_pushboolean(L, 1);
   return 1;
 }
 
-/* writer:json(remote, method, path, query, status, bytes, duration, ua,
- * referer, request_id) -> true | false (dropped) */
-static int lalog_json(lua_State *L) {
-  alog_t *a = alog_check(L);
-  size_t lr, lm, lp, lq, lua_, lref, lid;
-  const char *remote = luaL_checklstring(L, 2, &lr);
-  const char *method = luaL_checklstring(L, 3, &lm);
-  const char *path = luaL_checklstring(L, 4, &lp);
-  const char *query = opt_str(L, 5, &lq);
-  double status = luaL_checknumber(L, 6);
-  double bytes = luaL_checknumber(L, 7);
-  double duration = luaL_checknumber(L, 8);
-  const char *ua = opt_str(L, 9, &lua_);
-  const char *ref = opt_str(L, 10, &lref);
-  const char *id = opt_str(L, 11, &lid);
+/* One JSON object. request_id is the head's X-Request-Id, else the
+ * writer's random prefix and a counter (32 hex digits). */
+static int alog_json(alog_t *a, const void *parser, const char *remote, size_t lr,
+                     const char *method, size_t lm, const char *url, size_t lu, double status,
+                     double bytes, double duration) {
+  size_t lh;
+  const char *head = cs__http_head(parser, &lh);
+  field_t f[NFIELDS];
+  head_fields(head, lh, f);
+  const char *q = memchr(url, '?', lu);
+  size_t lp = q ? (size_t)(q - url) : lu;
   alog_times(a);
-  char *o = alog_begin(a, 6 * (lr + lm + lp + lq + lua_ + lref + lid) + 256);
-  if (o == NULL) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
+  char *o = alog_begin(a, 6 * (lr + lm + lu + f[F_UA].len + f[F_REFERER].len +
+                               f[F_REQUEST_ID].len) + 256);
+  if (o == NULL)
+    return 0;
   o = PUTS(o, "{\"time\":\"");
-  o = put(o, a->tiso, strlen(a->tiso));
-  o = PUTS(o, "\",\"remote\":");
-  o = json_str(o, remote, lr);
-  o = PUTS(o, ",\"method\":");
-  o = json_str(o, method, lm);
+  o = put(o, a->tiso, a->tiso_len);
+  /* The address comes from the kernel, the method passed llhttp's checks:
+   * neither needs escaping. */
+  o = PUTS(o, "\",\"remote\":\"");
+  o = put(o, remote, lr);
+  o = PUTS(o, "\",\"method\":\"");
+  o = put(o, method, lm);
+  *o++ = '"';
   o = PUTS(o, ",\"path\":");
-  o = json_str(o, path, lp);
-  if (query) {
+  o = json_str(o, url, lp);
+  if (q) {
     o = PUTS(o, ",\"query\":");
-    o = json_str(o, query, lq);
+    o = json_str(o, q + 1, lu - lp - 1);
   }
   o = PUTS(o, ",\"status\":");
   o = put_uint(o, status);
   o = PUTS(o, ",\"bytes\":");
   o = put_uint(o, bytes);
   /* Seconds with microseconds, as nginx's $request_time has milliseconds. */
-  double us = duration > 0 ? duration * 1e6 + 0.5 : 0;
+  unsigned long long us = duration > 0 && duration < 1e12 ? (unsigned long long)(duration * 1e6 + 0.5) : 0;
   o = PUTS(o, ",\"duration\":");
-  o = put_uint(o, us / 1e6);
+  o = put_uint(o, (double)(us / 1000000));
   *o++ = '.';
-  unsigned long frac = (unsigned long)((unsigned long long)us % 1000000);
-  for (unsigned long d = 100000; d > 0; d /= 10)
-    *o++ = (char)('0' + frac / d % 10);
+  unsigned long frac = (unsigned long)(us % 1000000);
+  for (int i = 5; i >= 0; i--, frac /= 10)
+    o[i] = (char)('0' + frac % 10);
+  o += 6;
   o = PUTS(o, ",\"user_agent\":");
-  o = json_str(o, ua, lua_);
+  o = json_str(o, f[F_UA].p, f[F_UA].len);
   o = PUTS(o, ",\"referer\":");
-  o = json_str(o, ref, lref);
+  o = json_str(o, f[F_REFERER].p, f[F_REFERER].len);
   o = PUTS(o, ",\"request_id\":");
-  o = json_str(o, id, lid);
+  if (f[F_REQUEST_ID].p) {
+    o = json_str(o, f[F_REQUEST_ID].p, f[F_REQUEST_ID].len);
+  } else {
+    uint64_t n = ++a->rid_n;
+    *o++ = '"';
+    o = put(o, a->rid, sizeof a->rid);
+    for (int i = 15; i >= 0; i--)
+      *o++ = "0123456789abcdef"[(n >> (4 * i)) & 15];
+    *o++ = '"';
+  }
   o = PUTS(o, "}\n");
   alog_end(a, o);
-  lua_pushboolean(L, 1);
   return 1;
+}
+
+/* The same for LuaJIT's FFI, which calls them from compiled code without
+ * the trace exit a Lua C function costs: box is the writer's userdata, parser
+ * the HTTP parser's. A closed writer drops the line. */
+static int alog_ffi_combined(alogbox_t *box, const void *parser, const char *remote, size_t lr,
+                             const char *method, size_t lm, const char *url, size_t lu,
+                             const char *version, size_t lv, double status, double bytes) {
+  return box->a ? alog_combined(box->a, parser, remote, lr, method, lm, url, lu, version, lv,
+                                status, bytes)
+                : 0;
+}
+
+static int alog_ffi_json(alogbox_t *box, const void *parser, const char *remote, size_t lr,
+                         const char *method, size_t lm, const char *url, size_t lu,
+                         double status, double bytes, double duration) {
+  return box->a ? alog_json(box->a, parser, remote, lr, method, lm, url, lu, status, bytes,
+                            duration)
+                : 0;
+}
+
+static const void *check_parser(lua_State *L, int idx) {
+  return cs__checkudata(L, idx, cs__runtime_get(L)->http_mt, "coserve.http_parser");
+}
+
+/* writer:combined(parser, remote, method, url, version, status, bytes)
+ * -> true | false (dropped) */
+static int lalog_combined(lua_State *L) {
+  alog_t *a = alog_check(L);
+  size_t lr, lm, lu, lv;
+  const void *parser = check_parser(L, 2);
+  const char *remote = luaL_checklstring(L, 3, &lr);
+  const char *method = luaL_checklstring(L, 4, &lm);
+  const char *url = luaL_checklstring(L, 5, &lu);
+  const char *version = luaL_checklstring(L, 6, &lv);
+  lua_pushboolean(L, alog_combined(a, parser, remote, lr, method, lm, url, lu, version, lv,
+                                   luaL_checknumber(L, 7), luaL_checknumber(L, 8)));
+  return 1;
+}
+
+/* writer:json(parser, remote, method, url, status, bytes, duration)
+ * -> true | false (dropped) */
+static int lalog_json(lua_State *L) {
+  alog_t *a = alog_check(L);
+  size_t lr, lm, lu;
+  const void *parser = check_parser(L, 2);
+  const char *remote = luaL_checklstring(L, 3, &lr);
+  const char *method = luaL_checklstring(L, 4, &lm);
+  const char *url = luaL_checklstring(L, 5, &lu);
+  lua_pushboolean(L, alog_json(a, parser, remote, lr, method, lm, url, lu, luaL_checknumber(L, 6),
+                               luaL_checknumber(L, 7), luaL_checknumber(L, 8)));
+  return 1;
+}
+
+/* A monotonic clock in seconds (uv_hrtime), for request durations. */
+static double alog_ffi_clock(void) { return (double)uv_hrtime() / 1e9; }
+
+/* alog.ffi() -> combined, json, clock: the C functions above, as pointers
+ * for ffi.cast (their C types are in coserve/http.lua). */
+static int lalog_ffi(lua_State *L) {
+  lua_pushlightuserdata(L, (void *)(uintptr_t)alog_ffi_combined);
+  lua_pushlightuserdata(L, (void *)(uintptr_t)alog_ffi_json);
+  lua_pushlightuserdata(L, (void *)(uintptr_t)alog_ffi_clock);
+  return 3;
+}
+
+/* alog.fields(parser) -> user_agent, referer, x_request_id (nil when a
+ * field is not there), from the head the parser holds. */
+static int lalog_fields(lua_State *L) {
+  size_t lh;
+  const char *head = cs__http_head(check_parser(L, 1), &lh);
+  field_t f[NFIELDS];
+  head_fields(head, lh, f);
+  for (int i = 0; i < NFIELDS; i++) {
+    if (f[i].p)
+      lua_pushlstring(L, f[i].p, f[i].len);
+    else
+      lua_pushnil(L);
+  }
+  return NFIELDS;
 }
 
 /* writer:write(line): the line as it is, and a newline. */
@@ -495,24 +650,22 @@ static int lalog_stats(lua_State *L) {
   return 1;
 }
 
+/* A handle the runtime's teardown closed already (uv_walk, then a loop
+ * run that completed the close) is only counted. */
+static void alog_close_handle(alog_t *a, uv_handle_t *h) {
+  if (!uv_is_closing(h))
+    uv_close(h, alog_handle_closed);
+  else
+    a->handles--;
+}
+
 /* Ends a writer: what is buffered is written now (blocking: this happens
- * at close or exit), unless a write is in flight, whose callback does it. */
-static void alog_close(alog_t *a, int tearing_down) {
+ * at close or exit), unless a write is in flight, whose callback does it
+ * (the loop runs again before the runtime goes, so it comes). */
+static void alog_close(alog_t *a) {
   a->closed = 1;
-  if (tearing_down) {
-    /* cs_runtime_free closed every handle and ran the loop already. */
-    a->handles = 0;
-    a->writing = 0;
-  } else {
-    if (!uv_is_closing((uv_handle_t *)&a->timer))
-      uv_close((uv_handle_t *)&a->timer, alog_handle_closed);
-    else
-      a->handles--;
-    if (!uv_is_closing((uv_handle_t *)&a->usr1))
-      uv_close((uv_handle_t *)&a->usr1, alog_handle_closed);
-    else
-      a->handles--;
-  }
+  alog_close_handle(a, (uv_handle_t *)&a->timer);
+  alog_close_handle(a, (uv_handle_t *)&a->usr1);
   if (!a->writing) {
     alog_flush_sync(a);
     if (a->path)
@@ -524,7 +677,7 @@ static void alog_close(alog_t *a, int tearing_down) {
 static int lalog_close(lua_State *L) {
   alogbox_t *box = luaL_checkudata(L, 1, ALOG_MT);
   if (box->a) {
-    alog_close(box->a, cs__runtime_get(L)->tearing_down);
+    alog_close(box->a);
     box->a = NULL;
   }
   lua_pushboolean(L, 1);
@@ -550,6 +703,12 @@ static int lalog_open(lua_State *L) {
     if (!is_stderr)
       close(fd);
     return cs__push_error(L, UV_ENOMEM);
+  }
+  unsigned char raw[8] = {0};
+  uv_random(NULL, NULL, raw, sizeof raw, 0, NULL);
+  for (int i = 0; i < 8; i++) {
+    a->rid[2 * i] = "0123456789abcdef"[raw[i] >> 4];
+    a->rid[2 * i + 1] = "0123456789abcdef"[raw[i] & 15];
   }
   a->rt = rt;
   a->path = copy;
@@ -609,11 +768,14 @@ int luaopen_coserve_alog(lua_State *L) {
                                    {"random_hex", lalog_random_hex},
                                    {"page_size", lalog_page_size},
                                    {"time", lalog_time},
+                                   {"fields", lalog_fields},
+                                   {"ffi", lalog_ffi},
                                    {NULL, NULL}};
   luaL_newmetatable(L, ALOG_MT);
   lua_createtable(L, 0, 8);
   lua_pushlightuserdata(L, rt);
-  luaL_setfuncs(L, methods, 1);
+  lua_pushvalue(L, -3); /* the metatable, for alog_check */
+  luaL_setfuncs(L, methods, 2);
   lua_setfield(L, -2, "__index");
   lua_pushlightuserdata(L, rt);
   lua_pushcclosure(L, lalog_close, 1);

@@ -279,6 +279,15 @@ static http_t *http_check(lua_State *L) {
   return cs__checkudata(L, 1, cs__runtime_get(L)->http_mt, CS_HTTP_MT);
 }
 
+/* The last head a parser (its userdata's address) parsed, as it was
+ * sent: for the access log (alog.c), which picks the few fields it needs
+ * from it, called through LuaJIT's FFI on the request path. */
+const char *cs__http_head(const void *parser, size_t *len) {
+  const http_t *h = parser;
+  *len = h->head_len;
+  return h->head ? h->head : "";
+}
+
 static cs_conn_t *conn_check(lua_State *L, int idx) {
   cs_connbox_t *box = cs__checkudata(L, idx, cs__runtime_get(L)->conn_mt, CS_CONN_MT);
   return box->c;

@@ -239,6 +239,27 @@ describe("http access_log under the CLI", function()
     assert.equal(0, p:wait_exit(5))
   end)
 
+  it("writes what is buffered when the app fails with the server still running", function()
+    local path = dir .. "/access.log"
+    proc.write(dir .. "/app.lua", [[
+      local coserve = require "coserve"
+      local http = require "coserve.http"
+      local app = http.server{ host = "127.0.0.1", port = 0, access_log = arg[1] }
+      app:route("GET", "/", function(_, res) res:send("ok\n") end)
+      coserve.spawn(function() app:start() end)
+      for i = 1, 3 do
+        assert(http.request{ url = "http://127.0.0.1:" .. app.port .. "/?n=" .. i })
+      end
+      error("the app gives up") -- app:start() never returns: the runtime's teardown writes
+    ]])
+    local r = proc.run({ proc.BIN, dir .. "/app.lua", path })
+    assert.equal(1, r.status)
+    assert.matches("the app gives up", r.err)
+    local lines = lines_of(path, 3)
+    assert.equal(3, #lines, r.err)
+    assert.matches('"GET /%?n=3 HTTP/1%.1" 200 3 ', lines[3])
+  end)
+
   it("survives SIGUSR1 without an access log", function()
     proc.write(dir .. "/app.lua", [[
       local http = require "coserve.http"

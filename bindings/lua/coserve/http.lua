@@ -30,6 +30,7 @@ local read_head, read_body, head_fields = parser_methods.read, parser_methods.bo
 local http_respond = core.http_respond
 local getpeername = conn_methods.getpeername
 local now = core.now
+local alog = require "coserve.alog"
 
 local M = {}
 
@@ -473,27 +474,20 @@ local function count(m, method, status, d)
   m.count = m.count + 1
 end
 
--- user-agent, referer and x-request-id: from req.headers if the handler
--- built it, else from the head's list (names compared by length first).
-local function log_fields(req)
-  local h = rawget(req, "headers")
-  if h then return h["user-agent"], h.referer, h["x-request-id"] end
-  local list = head_fields(req._parser)
-  local ua, ref, id
-  for i = 1, #list, 2 do
-    local k = list[i]
-    local n = #k
-    if n == 10 or n == 7 or n == 12 then
-      k = lower(k)
-      if k == "user-agent" then ua = ua or list[i + 1]
-      elseif k == "referer" then ref = ref or list[i + 1]
-      elseif k == "x-request-id" then id = id or list[i + 1] end
-    end
-  end
-  return ua, ref, id
-end
-
 local LOG_COMBINED, LOG_JSON, LOG_FUNCTION = 1, 2, 3
+
+-- The C functions that format and buffer a line (runtime/alog.c), called
+-- through LuaJIT's FFI: from compiled code, a Lua C function would end the
+-- trace, which costs more than the line. Arguments: the writer, the parser
+-- (both userdata, passed as their addresses), strings with their lengths.
+local ffi = require "ffi"
+local COMBINED_T = ffi.typeof("int (*)(void *, void *, const char *, size_t, const char *, " ..
+  "size_t, const char *, size_t, const char *, size_t, double, double)")
+local JSON_T = ffi.typeof("int (*)(void *, void *, const char *, size_t, const char *, " ..
+  "size_t, const char *, size_t, double, double, double)")
+local ffi_combined, ffi_json, ffi_clock = alog.ffi()
+-- Seconds on a monotonic clock, as core.now, callable from compiled code.
+local clock = ffi.cast("double (*)(void)", ffi_clock)
 
 -- A request id as nginx's $request_id: 32 hex digits, here a random
 -- prefix per server and a counter (unique, and cheaper than 16 random
@@ -504,35 +498,42 @@ local function request_id(app)
   return app._rid_prefix .. format("%016x", n)
 end
 
--- Returns the connection's peer address, which the caller keeps for the
--- connection's next requests.
+-- The function form's entry: a table per request.
+local function log_function(app, fn, req, res, remote, status, d)
+  local ua, ref, id = app._log_fields(req._parser)
+  local url, query = req.url, nil
+  local q = find(url, "?", 1, true)
+  if q then query = sub(url, q + 1) end
+  local ok, err = pcall(fn, {
+    time = app._log_time(), remote = remote, method = req.method, path = req.path,
+    query = query, url = url, version = req.version, status = status, bytes = res._bytes,
+    duration = d, user_agent = ua, referer = ref, request_id = id or request_id(app),
+  })
+  if not ok then coserve.log("error", "http access_log function failed: " .. tostring(err)) end
+end
+
+-- Counts the request and logs it; t0 is false when neither needs the
+-- duration (a combined log alone). Returns the connection's peer address,
+-- which the caller keeps for the connection's next requests.
 local function observe(app, req, res, t0, remote)
-  local d = now() - t0
   local status = res._status
+  local d = t0 and clock() - t0
   local m = app._metrics
   if m then count(m, req.method, status, d) end
   local log = app._log
   if not log then return remote end
   if not remote then remote = getpeername(req.conn) or "-" end
-  local ua, ref, id = log_fields(req)
   local kind = app._log_kind
+  local method, url = req.method, req.url
   if kind == LOG_COMBINED then
-    app._log_combined(log, remote, req.method, req.url, req.version, status, res._bytes, ref, ua)
-    return remote
-  end
-  id = id or request_id(app)
-  local url, query = req.url, nil
-  local q = find(url, "?", 1, true)
-  if q then query = sub(url, q + 1) end
-  if kind == LOG_JSON then
-    app._log_json(log, remote, req.method, req.path, query, status, res._bytes, d, ua, ref, id)
+    local version = req.version
+    app._log_combined(log, req._parser, remote, #remote, method, #method, url, #url, version,
+      #version, status, res._bytes)
+  elseif kind == LOG_JSON then
+    app._log_json(log, req._parser, remote, #remote, method, #method, url, #url, status,
+      res._bytes, d)
   else
-    local ok, err = pcall(log, {
-      time = app._log_time(), remote = remote, method = req.method, path = req.path,
-      query = query, url = url, version = req.version, status = status, bytes = res._bytes,
-      duration = d, user_agent = ua, referer = ref, request_id = id,
-    })
-    if not ok then coserve.log("error", "http access_log function failed: " .. tostring(err)) end
+    log_function(app, log, req, res, remote, status, d)
   end
   return remote
 end
@@ -543,21 +544,23 @@ local function open_access_log(app, target, fmt)
   if fmt ~= "combined" and fmt ~= "json" then
     error("bad access_log_format '" .. tostring(fmt) .. "' (\"combined\" or \"json\")", 3)
   end
-  local alog = require "coserve.alog"
   app._rid_prefix, app._rid_n = alog.random_hex(8) or format("%016x", now() * 1e9), 0
   if type(target) == "function" then
-    app._log, app._log_kind, app._log_time = target, LOG_FUNCTION, alog.time
+    app._log, app._log_kind, app._log_time, app._log_fields =
+      target, LOG_FUNCTION, alog.time, alog.fields
   elseif type(target) == "string" then
     -- Opened now, so that a path that cannot be opened fails here; closed
     -- when app:start() returns, opened again by the next start().
     local w, err = alog.open(target)
     if not w then error("cannot open access_log " .. target .. ": " .. tostring(err), 3) end
     app._log, app._log_kind, app._log_path = w, fmt == "json" and LOG_JSON or LOG_COMBINED, target
-    app._log_combined, app._log_json = w.combined, w.json
+    app._log_combined, app._log_json = ffi.cast(COMBINED_T, ffi_combined),
+      ffi.cast(JSON_T, ffi_json)
   else
     error("bad access_log (a path, \"stderr\" or a function expected)", 3)
   end
   app._observe = observe
+  app._timed = app._timed or app._log_kind ~= LOG_COMBINED
 end
 
 local function label_pairs(worker, extra)
@@ -641,8 +644,8 @@ function M.metrics(app)
   end
   if not app._metrics then
     app._metrics = new_metrics()
-    app._page_size = require("coserve.alog").page_size()
-    app._observe = observe
+    app._page_size = alog.page_size()
+    app._observe, app._timed = observe, true
   end
   return function(_, res)
     res:send(200, METRICS_HEADERS, render_metrics(app))
@@ -673,7 +676,7 @@ local function serve_connection(app, conn)
       return
     end
     local observe_ = app._observe
-    local t0 = observe_ and now()
+    local t0 = observe_ and app._timed and clock()
     local q = find(url, "?", 1, true)
     local req = setmetatable({
       method = method, path = q and sub(url, 1, q - 1) or url, url = url, version = version,
@@ -708,7 +711,7 @@ end
 -- ("combined", nginx's, or "json").
 function M.server(opts)
   local app = setmetatable({ _routes = {}, _exact = {}, _observe = false, _metrics = false,
-    _log = false }, App)
+    _log = false, _timed = false }, App)
   local tcp_opts = {}
   local access_log, access_log_format
   for k, v in pairs(opts or {}) do
