@@ -530,6 +530,7 @@ void cs__open_http(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__open_wsutil(lua_State *L); /* into the table on top */
 void cs__open_tls(lua_State *L, cs_runtime_t *rt); /* into the table on top */
 void cs__open_udp(lua_State *L, cs_runtime_t *rt); /* into the table on top */
+void cs__open_pg(lua_State *L, cs_runtime_t *rt);  /* into the table on top (lpg.c) */
 void cs__open_crypto(lua_State *L);                  /* into the table on top */
 void cs__sha1(const void *data, size_t len, unsigned char out[20]);
 void cs__preload_lua(lua_State *L);
