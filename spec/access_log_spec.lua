@@ -62,7 +62,7 @@ describe("http access_log", function()
     run(function()
       local app = start_app{ access_log = path }
       exchange(app.port, {
-        "GET /hello?x=1 HTTP/1.1\r\nHost: t\r\nUser-Agent: Mozilla/5.0 \"quoted\"\r\n" ..
+        "GET /hello?x=1 HTTP/1.1\r\nHost: t\r\nuser-AGENT:  Mozilla/5.0 \"quoted\" caf\xc3\xa9 \r\n" ..
           "Referer: http://example.test/from\r\n\r\n",
         "GET /missing HTTP/1.1\r\nHost: t\r\n\r\n",
         "GET /stream HTTP/1.0\r\nHost: t\r\n\r\n",
@@ -73,7 +73,7 @@ describe("http access_log", function()
       local date = "%[%d%d/%a%a%a/%d%d%d%d:%d%d:%d%d:%d%d [+-]%d%d%d%d%]"
       assert.matches("^127%.0%.0%.1 %- %- " .. date ..
         ' "GET /hello%?x=1 HTTP/1%.1" 200 6 "http://example%.test/from" ' ..
-        '"Mozilla/5%.0 \\x22quoted\\x22"$', lines[1])
+        '"Mozilla/5%.0 \\x22quoted\\x22 caf\\xC3\\xA9"$', lines[1])
       assert.matches('^127%.0%.0%.1 %- %- ' .. date .. ' "GET /missing HTTP/1%.1" 404 10 "%-" "%-"$',
         lines[2])
       -- A streamed body counts its bytes, not the chunked framing.
@@ -258,6 +258,22 @@ describe("http access_log under the CLI", function()
     local lines = lines_of(path, 3)
     assert.equal(3, #lines, r.err)
     assert.matches('"GET /%?n=3 HTTP/1%.1" 200 3 ', lines[3])
+  end)
+
+  it("writes to stderr with access_log = \"stderr\"", function()
+    proc.write(dir .. "/app.lua", [[
+      local coserve = require "coserve"
+      local http = require "coserve.http"
+      local app = http.server{ host = "127.0.0.1", port = 0, access_log = "stderr" }
+      app:route("GET", "/", function(_, res) res:send("ok\n") end)
+      coserve.spawn(function() app:start() end)
+      assert(http.request{ url = "http://127.0.0.1:" .. app.port .. "/?via=stderr" })
+      app:shutdown()
+    ]])
+    local r = proc.run({ proc.BIN, dir .. "/app.lua" })
+    assert.equal(0, r.status, r.err)
+    assert.matches('^127%.0%.0%.1 %- %- %[[^]]+%] "GET /%?via=stderr HTTP/1%.1" 200 3 "%-" "coserve"\n$',
+      r.err)
   end)
 
   it("survives SIGUSR1 without an access log", function()
