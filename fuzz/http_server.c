@@ -22,6 +22,7 @@
 #include <lua.h>
 
 #include "coserve.h"
+#include "expect_clean.h"
 #include "internal.h" /* for the fd under a conn, to half-close it */
 
 static cs_runtime_t *rt;
@@ -231,25 +232,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   }
 
-  /* Everything the run started has ended and been closed. */
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "coserve");
-  if (lua_pcall(L, 1, 1, 0) != 0)
-    abort();
-  lua_getfield(L, -1, "stats");
-  if (lua_pcall(L, 0, 1, 0) != 0)
-    abort();
-  static const char *const keys[] = {"tasks", "connections", "handles"};
-  for (int i = 0; i < 3; i++) {
-    lua_getfield(L, -1, keys[i]);
-    lua_Number n = lua_tonumber(L, -1);
-    if (n != 0) {
-      fprintf(stderr, "http_server fuzz: after the run, %s = %g (expected 0)\n", keys[i],
-              (double)n);
-      abort();
-    }
-    lua_pop(L, 1);
-  }
+  fuzz_expect_clean(L, "http_server");
   lua_settop(L, top);
   lua_pushnil(L);
   lua_setglobal(L, "FUZZ_INPUT");
