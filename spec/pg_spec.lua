@@ -7,6 +7,12 @@ local coserve = require "coserve"
 local testing = require "coserve.testing"
 local pg = require "coserve.pg"
 local pg_server = dofile("spec/support/pg_server.lua")
+local ffi = require "ffi"
+
+pcall(ffi.cdef, [[
+  struct pollfd { int fd; short events; short revents; };
+  int poll(struct pollfd *fds, unsigned long nfds, int timeout);
+]])
 
 local run = testing.run
 
@@ -395,8 +401,13 @@ describe("coserve.pg", function()
         local pid = pool:query("select pg_backend_pid() as pid")[1].pid
         assert.is_true(watch:query("select pg_terminate_backend($1) as ok", pid)[1].ok)
         -- The backend's FATAL message reaches the idle connection's socket
-        -- a moment later (the pool's internals, looked at to be sure it did).
-        assert.equal("r", coserve.poll(pool.idle[1].db.conn:socket(), "r", 2))
+        -- a moment later (the pool's internals, looked at with poll(2) to be
+        -- sure it did).
+        local fd = pool.idle[1].db.conn:socket()
+        assert.is_true(eventually(2, function()
+          local p = ffi.new("struct pollfd[1]", { { fd = fd, events = 1 --[[POLLIN]] } })
+          return ffi.C.poll(p, 1, 0) == 1
+        end))
         local rows, err = pool:query("select 1 as one")
         assert.same({ { one = 1 } }, rows, err)
         assert.equal(2, pool:stats().opened)
@@ -425,6 +436,24 @@ describe("coserve.pg", function()
     end)
   end)
 
+  describe("the loop", function()
+    it("is not kept alive by an open idle connection: the CLI exits when the app is done", function()
+      local proc = dofile("spec/support/process.lua")
+      local dir = proc.tmpdir()
+      local app = proc.write(dir .. "/app.lua", ([[
+        local pg = require "coserve.pg"
+        local db = assert(pg.connect(%q))
+        local pool = pg.pool{ conninfo = %q, size = 2 }
+        assert(db:query("select 1"))
+        assert(pool:query("select 1"))
+        print("done")
+      ]]):format(server.conninfo, server.conninfo))
+      local r = proc.run({ proc.BIN, app }, { timeout = 10 })
+      proc.rmdir(dir)
+      assert.same({ 0, "done\n" }, { r.status, r.out }, r.err)
+    end)
+  end)
+
   describe("LISTEN/NOTIFY", function()
     it("waits for a notification, times out without one, and keeps those sent during a query", function()
       run(function()
@@ -439,6 +468,10 @@ describe("coserve.pg", function()
         assert(sender:query("notify jobs, 'during'"))
         assert(listener:query("select pg_sleep(0.05)"))
         assert.equal("during", assert(listener:wait_notify(0)).payload)
+        -- Sent while nobody waited on the listener: kept too.
+        assert(sender:query("notify jobs, 'idle'"))
+        coserve.sleep(0.1)
+        assert.equal("idle", assert(listener:wait_notify(1)).payload)
         listener:close()
         sender:close()
       end)

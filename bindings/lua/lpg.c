@@ -22,10 +22,30 @@
 
 #define CS_PG_MT "coserve.pgconn"
 
+/* The watcher of a connected PGconn's socket: made on its first wait and
+ * kept until the socket goes. A cs_poll wait would make and close a
+ * uv_poll_t each time, six system calls per query (libuv checks that a new
+ * descriptor can be polled, makes it non-blocking, adds it to epoll and
+ * deletes it). This one stays started between waits, unreferenced so that
+ * an idle connection does not keep the loop alive; the next wait for the
+ * same events only references it again: no system call. Readiness while
+ * nobody waits (a notice, a NOTIFY, the end of a backend) stops it until
+ * the next wait, as epoll would report it again at every turn. During the
+ * connect libpq may change sockets, so those waits are cs_poll's. */
+typedef struct {
+  uv_poll_t handle;
+  cs_runtime_t *rt;
+  cs_task_t *task; /* parked in wait(), NULL otherwise */
+  cs_wait_t wait;
+  int fd;
+  int events;      /* what the started handle watches; 0 when stopped */
+} pgwatch_t;
+
 typedef struct {
   PGconn *pg;
   PGresult *res; /* the result being converted; cleared by the next call */
   cs_runtime_t *rt;
+  pgwatch_t *watch;
   int fatal;     /* a FATAL came while no query ran: the backend is ending */
 } pgbox_t;
 
@@ -36,6 +56,34 @@ static pgbox_t *pg_box(lua_State *L) { return luaL_checkudata(L, 1, CS_PG_MT); }
   PGconn *pg = b->pg;                                                                    \
   if (pg == NULL)                                                                        \
   return cs__push_error(L, CS_ECLOSED)
+
+static void watch_close_cb(uv_handle_t *h) { free(h->data); }
+
+/* Closes the box's watcher. Called before PQfinish and as soon as libpq
+ * has dropped its socket (the number may be reused by the next socket
+ * anyone opens, and closing a watcher deletes its number from epoll):
+ * always within the C call that saw the socket change. */
+static void watch_close(pgbox_t *b) {
+  pgwatch_t *w = b->watch;
+  if (w == NULL)
+    return;
+  b->watch = NULL;
+  if (w->task && !w->rt->tearing_down)
+    cs__abort(w->task, CS_ECLOSED);
+  w->task = NULL;
+  /* cs_runtime_free closes every handle before lua_close runs the last
+   * __gc: a watcher closed that way only has its memory left. */
+  if (uv_is_closing((uv_handle_t *)&w->handle))
+    free(w);
+  else
+    uv_close((uv_handle_t *)&w->handle, watch_close_cb);
+}
+
+/* After each libpq call that may lose the connection. */
+static void watch_check(pgbox_t *b) {
+  if (b->watch && (b->pg == NULL || PQsocket(b->pg) != b->watch->fd))
+    watch_close(b);
+}
 
 static void pg_clear(pgbox_t *b) {
   if (b->res) {
@@ -171,6 +219,31 @@ static int lpg_connect_poll(lua_State *L) {
 /* conn:wait(events, timeout) -> "r" | "w" | "rw" | nil, err
  * Parks the calling coroutine until libpq's socket is ready: cs_poll as
  * the tail return. */
+static void watch_cb(uv_poll_t *h, int status, int events) {
+  pgwatch_t *w = h->data;
+  cs_task_t *t = w->task;
+  if (t == NULL || status < 0) { /* libuv stops a handle after an error */
+    uv_poll_stop(h);
+    w->events = 0;
+  }
+  if (t == NULL)
+    return;
+  w->task = NULL;
+  uv_unref((uv_handle_t *)h);
+  /* An error (POLLERR) counts as ready: libpq's next call reports it. */
+  int r = status < 0 || (events & UV_READABLE), wr = status < 0 || (events & UV_WRITABLE);
+  lua_pushstring(t->co, r && wr ? "rw" : r ? "r" : "w");
+  cs__wake(t, 1);
+  cs__sched_flush(w->rt);
+}
+
+static int watch_abort(cs_wait_t *wait, lua_State *co, int err) {
+  pgwatch_t *w = (pgwatch_t *)((char *)wait - offsetof(pgwatch_t, wait));
+  w->task = NULL;
+  uv_unref((uv_handle_t *)&w->handle);
+  return cs__push_error(co, err);
+}
+
 static int lpg_wait(lua_State *L) {
   PG_OPEN(L, b, pg);
   const char *ev = luaL_checkstring(L, 2);
@@ -179,7 +252,41 @@ static int lpg_wait(lua_State *L) {
   int fd = PQsocket(pg);
   if (fd < 0)
     return push_conn_error(L, pg);
-  return cs_poll(L, fd, events, timeout < 0 ? -1 : timeout);
+  if (timeout < 0)
+    timeout = -1;
+  if (PQstatus(pg) != CONNECTION_OK)
+    return cs_poll(L, fd, events, timeout);
+  cs_task_t *t = cs__task_current(L, "wait");
+  watch_check(b);
+  pgwatch_t *w = b->watch;
+  if (w == NULL) {
+    w = calloc(1, sizeof *w);
+    if (w == NULL)
+      return cs__push_error(L, UV_ENOMEM);
+    int rc = uv_poll_init(&b->rt->loop, &w->handle, fd);
+    if (rc < 0) {
+      free(w);
+      return cs__push_error(L, rc);
+    }
+    w->handle.data = w;
+    w->rt = b->rt;
+    w->fd = fd;
+    w->wait.abort = watch_abort;
+    b->watch = w;
+  }
+  if (w->task)
+    return cs__push_error(L, CS_EBUSY);
+  int want = (events & CS_POLL_READABLE ? UV_READABLE : 0) |
+             (events & CS_POLL_WRITABLE ? UV_WRITABLE : 0);
+  if (w->events != want || !uv_is_active((uv_handle_t *)&w->handle)) {
+    int rc = uv_poll_start(&w->handle, want, watch_cb);
+    if (rc < 0)
+      return cs__push_error(L, rc);
+    w->events = want;
+  }
+  uv_ref((uv_handle_t *)&w->handle);
+  w->task = t;
+  return cs__park(L, t, &w->wait, timeout);
 }
 
 /* Parameters are counted as db:query's arguments (self, sql, $1...),
@@ -200,7 +307,9 @@ static int lpg_send(lua_State *L) {
   int n = lua_gettop(L) - 2;
   pg_clear(b);
   if (n == 0) {
-    if (!PQsendQuery(pg, sql))
+    int sent = PQsendQuery(pg, sql);
+    watch_check(b);
+    if (!sent)
       return push_conn_error(L, pg);
     lua_pushboolean(L, 1);
     return 1;
@@ -251,7 +360,9 @@ static int lpg_send(lua_State *L) {
       return bad_param(L, idx, "string, number, boolean or pg.null expected");
     }
   }
-  if (!PQsendQueryParams(pg, sql, n, NULL, vals, NULL, NULL, 0))
+  int sent = PQsendQueryParams(pg, sql, n, NULL, vals, NULL, NULL, 0);
+  watch_check(b);
+  if (!sent)
     return push_conn_error(L, pg);
   lua_pushboolean(L, 1);
   return 1;
@@ -262,6 +373,7 @@ static int lpg_send(lua_State *L) {
 static int lpg_flush(lua_State *L) {
   PG_OPEN(L, b, pg);
   int rc = PQflush(pg);
+  watch_check(b);
   if (rc < 0)
     return push_conn_error(L, pg);
   lua_pushboolean(L, rc == 0);
@@ -273,7 +385,9 @@ static int lpg_flush(lua_State *L) {
  * while the next result is incomplete (wait for "r", then again). */
 static int lpg_consume(lua_State *L) {
   PG_OPEN(L, b, pg);
-  if (!PQconsumeInput(pg))
+  int ok = PQconsumeInput(pg);
+  watch_check(b);
+  if (!ok)
     return push_conn_error(L, pg);
   lua_pushboolean(L, PQisBusy(pg));
   return 1;
@@ -282,7 +396,9 @@ static int lpg_consume(lua_State *L) {
 /* conn:busy() -> PQisBusy: true while the next result is incomplete */
 static int lpg_busy(lua_State *L) {
   PG_OPEN(L, b, pg);
-  lua_pushboolean(L, PQisBusy(pg));
+  int busy = PQisBusy(pg);
+  watch_check(b);
+  lua_pushboolean(L, busy);
   return 1;
 }
 
@@ -300,6 +416,7 @@ static int lpg_check(lua_State *L) {
       break;
     PQisBusy(pg); /* parses what was read: a FATAL reaches pg_notice */
   }
+  watch_check(b);
   lua_pushboolean(L, PQstatus(pg) == CONNECTION_OK && !b->fatal);
   return 1;
 }
@@ -384,6 +501,7 @@ static int lpg_result(lua_State *L) {
   PG_OPEN(L, b, pg);
   pg_clear(b);
   PGresult *res = b->res = PQgetResult(pg);
+  watch_check(b);
   if (res == NULL) {
     lua_pushboolean(L, 0);
     return 1;
@@ -403,6 +521,7 @@ static int lpg_result(lua_State *L) {
   case PGRES_COPY_OUT:
   case PGRES_COPY_BOTH:
     pg_clear(b);
+    watch_close(b);
     shutdown(PQsocket(pg), SHUT_RDWR);
     lua_pushnil(L);
     lua_pushliteral(L, "COPY is not supported");
@@ -586,6 +705,7 @@ static int lpg_shutdown(lua_State *L) {
 static int lpg_finish(lua_State *L) {
   pgbox_t *b = pg_box(L);
   pg_clear(b);
+  watch_close(b);
   if (b->pg) {
     PQfinish(b->pg);
     b->pg = NULL;
