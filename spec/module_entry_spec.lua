@@ -15,7 +15,7 @@ describe("coserve.so entry points", function()
         local m = require %q
         print(type(m), type(m[%q]))
       ]]):format(proc.BUILD .. "/lua/?.so", name, field)
-      local r = proc.run({ "luajit", "-e", code })
+      local r = proc.run(proc.luajit("-e", code))
       assert.equal(0, r.status, r.err)
       assert.equal("table\tfunction\n", r.out)
     end)

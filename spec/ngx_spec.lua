@@ -37,12 +37,12 @@ describe("coserve.ngx", function()
   end)
 
   it("can be the first module plain LuaJIT requires from coserve.so", function()
-    local r = proc.run({ "luajit", "-e", ([[
+    local r = proc.run(proc.luajit("-e", ([[
       package.path = ""
       package.cpath = %q
       local ngx = require "coserve.ngx"
       print(type(ngx.socket.tcp), type(package.loaded.coserve))
-    ]]):format(proc.BUILD .. "/lua/?.so") })
+    ]]):format(proc.BUILD .. "/lua/?.so")))
     assert.equal(0, r.status, r.err)
     assert.equal("function\ttable\n", r.out)
   end)

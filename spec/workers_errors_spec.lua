@@ -31,7 +31,7 @@ again:shutdown()
 coserve.sleep(0.05)
 r[4] = select(2, try{ host = "127.0.0.1", port = again.port })
 r[5] = select(2, try{ host = "unix:" .. sock })
-io.stderr:write("worker ", coserve.worker_id(), ": ", table.concat(r, " | "), "\n")
+io.stderr:write(("worker %d: %s\n"):format(coserve.worker_id(), table.concat(r, " | "))) -- one write: the workers share stderr
 ]]
 
 describe("coserve -w N: bind errors come from the master", function()

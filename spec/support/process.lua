@@ -30,6 +30,18 @@ function M.free_port()
   return port
 end
 
+-- The argv of a luajit child that loads the coserve.so under test, args
+-- appended: under the sanitizer build it gets the ASan runtime preloaded,
+-- as the spec runner itself had (spec/support/helper.lua).
+function M.luajit(...)
+  local argv = {}
+  local preload = os.getenv("COSERVE_LUAJIT_PRELOAD")
+  if preload then argv = { "env", "LD_PRELOAD=" .. preload } end
+  argv[#argv + 1] = "luajit"
+  for i = 1, select("#", ...) do argv[#argv + 1] = select(i, ...) end
+  return argv
+end
+
 -- Single-quotes s for sh.
 function M.quote(s)
   return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
