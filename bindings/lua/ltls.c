@@ -162,6 +162,9 @@ static int lconn_tls_handshake(lua_State *L) {
     memset(&c->rbuf, 0, sizeof c->rbuf);
     rc = early.len > 0 ? cs__tls_feed(c, cs__buf_data(&early), early.len) : cs__tls_start(c);
     cs__buf_free(&early);
+    /* Outside a read callback a buffer must not borrow the scratch area. */
+    if (cs__buf_own(&c->rbuf) != 0 && rc == 0)
+      rc = UV_ENOMEM;
     if (rc < 0)
       return cs__conn_push_error(L, c, rc);
   }
