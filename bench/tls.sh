@@ -287,14 +287,14 @@ tls_report() {
     for c in $TLS_CASES; do
         case $c in
         hs) what="full handshakes per busy server core-second ($TLS_HS_CONNS at a time, coserve client)"; tgt=0.9 ;;
-        hsr) what="handshakes, nearly all resumed, per busy server core-second (wrk -c$TLS_HS_CONNS, Connection: close)"; tgt=0.9 ;;
+        hsr) what="handshakes, nearly all resumed, per busy server core-second (wrk -c$TLS_HS_CONNS, Connection: close)"; tgt="" ;;
         bulk) what="MB (10^6 bytes) per busy server core-second, one connection"; tgt=0.9 ;;
         *) what="keep-alive requests per busy server core-second, ${c#ka} conns"; tgt=1.0 ;;
         esac
         by=$(round_ratios "$c" coserve nginx metric)
         # shellcheck disable=SC2086
         med=$(median $by)
-        echo "| $c | $what | $(hval "nginx,$c,metric") | $(hval "coserve,$c,metric") | $med | $by | $(target "$med" "$tgt") |"
+        echo "| $c | $what | $(hval "nginx,$c,metric") | $(hval "coserve,$c,metric") | $med | $by | $(if [[ -n $tgt ]]; then target "$med" "$tgt"; else echo "none (informational)"; fi) |"
     done
     echo
     echo "The same per second of the server process's own CPU (utime + stime; leaves out the softirq"
