@@ -1,18 +1,19 @@
 -- Idle TLS connections for scripts/bench tls (bench/tls.sh): the server's
 -- RSS per connection that has finished its TLS handshake and sent nothing.
---   coserve bench/tls_idle.lua PORT SERVER_PID N [HOLD_S]
+--   coserve bench/tls_idle.lua PORT SERVER_PID N [HOLD_S [plain]]
 -- Makes 20 warm-up connections (handshake, close) so that the server's
 -- one-time allocations are in the baseline, reads the server's VmRSS, opens N
 -- TLS connections (100 handshakes in flight at a time, certificates not
 -- checked: a throw-away one), waits HOLD_S (default 2) seconds, reads VmRSS
 -- again and prints one line:
 --   conns=… errors=… rss_before_kib=… rss_after_kib=… kib_per_conn=… connect_s=…
+-- "plain": the same without TLS (the plaintext baseline, by hand).
 local coserve = require "coserve"
 
 local port, pid, n = tonumber(arg[1]), arg[2], tonumber(arg[3])
 local hold = tonumber(arg[4]) or 2
 assert(port and pid and n, "usage: tls_idle.lua PORT SERVER_PID N [HOLD_S]")
-local TLS = { tls = { verify = false } }
+local TLS = arg[5] ~= "plain" and { tls = { verify = false } } or {}
 
 local function rss_kib()
   local f = assert(io.open("/proc/" .. pid .. "/status"))
