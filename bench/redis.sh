@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # globals read by scripts/bench (run_rounds, reports)
 # bench/redis.sh -- `scripts/bench redis`, sourced by scripts/bench (it uses
 # its helpers: start_server, wait_quiet, run_rounds, setup_nginx_lua, ...).
 #
@@ -112,7 +113,7 @@ redis_measure() {
 
 # redis_run SERVER CONNS: one measured wrk run against a fresh server.
 redis_run() {
-    local s=$1 c=$2 port bg line n k url
+    local s=$1 c=$2 port bg line n url
     port=$(free_port)
     redis_argv "$s" "$port"
     start_server "redis-$s" "$port" "${ARGV[@]}" || die "${NAME[$s]} failed to start"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # globals read by scripts/bench (run_rounds, reports)
 # bench/tls.sh -- `scripts/bench tls`, sourced by scripts/bench (it uses its
 # helpers: start_server, wait_quiet, run_rounds, setup_nginx_lua, ...).
 #
