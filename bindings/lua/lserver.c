@@ -21,6 +21,10 @@ static double opt_number(lua_State *L, const char *name, double def, double min)
   return v;
 }
 
+/* A byte count from a Lua number: math.huge (or anything past size_t)
+ * means no limit; converting it to size_t directly would be undefined. */
+static size_t to_size(double v) { return v >= 18446744073709549568.0 ? SIZE_MAX : (size_t)v; }
+
 static const char *const length_types[] = {"u8", "u16be", "u16le", "u32be", "u32le",
                                            "u64be", "u64le", NULL};
 
@@ -122,8 +126,8 @@ static int lserver_new(lua_State *L) {
   s->read_timeout = opt_number(L, "read_timeout", 60, -1);
   s->send_timeout = opt_number(L, "send_timeout", 60, -1);
   s->idle_timeout = opt_number(L, "idle_timeout", 300, -1); /* <= 0: never */
-  s->max_frame = (size_t)opt_number(L, "max_frame", 2 * 1024 * 1024, 1);
-  s->send_buffer = (size_t)opt_number(L, "send_buffer", CS_SEND_BUFFER, 0);
+  s->max_frame = to_size(opt_number(L, "max_frame", 2 * 1024 * 1024, 1));
+  s->send_buffer = to_size(opt_number(L, "send_buffer", CS_SEND_BUFFER, 0));
   parse_framing(L, &s->framing);
   luaL_getmetatable(L, CS_SERVER_MT);
   lua_setmetatable(L, -2);
@@ -243,8 +247,8 @@ static int lcore_connect(lua_State *L) {
   if (c == NULL)
     return cs__push_error(L, UV_ENOMEM);
   if (max_frame > 0)
-    c->max_frame = (size_t)max_frame;
-  c->send_buffer = (size_t)send_buffer;
+    c->max_frame = to_size(max_frame);
+  c->send_buffer = to_size(send_buffer);
   /* The object exists from the start so that a failed connect is closed
    * through the same path as any other connection. */
   cs__conn_push(L, c);
