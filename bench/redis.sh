@@ -26,26 +26,9 @@ REDIS_PID=""
 redis_nginx_conf() { # port -> the config's path
     local port=$1 dir=$ROOT/$REDIS_DIR/nginx lua_root=$ROOT/$NGX_LUA_DIR/root
     mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<CONF
-load_module $lua_root/usr/lib/nginx/modules/ndk_http_module.so;
-load_module $lua_root/usr/lib/nginx/modules/ngx_http_lua_module.so;
-worker_processes 1;
-master_process off;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-worker_rlimit_nofile $NOFILE;
-events {
-    worker_connections 10000;
-}
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
+    {
+        nginx_conf_head "$dir" 1
+        cat <<CONF
     lua_package_path "$ROOT/bench/?.lua;$lua_root/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?.lua;;";
     server {
         listen 127.0.0.1:$port;
@@ -65,6 +48,7 @@ http {
     }
 }
 CONF
+    } >"$dir/nginx.conf"
     echo "$dir/nginx.conf"
 }
 
