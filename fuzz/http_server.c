@@ -150,18 +150,7 @@ static const char app_chunk[] =
     "local ok, started, serr = srv:join(1)\n"
     "if not ok then fail('the server did not stop: ' .. tostring(started))\n"
     "elseif not started then fail('app:start() failed: ' .. tostring(serr)) end\n"
-    "deadline, tries = coserve.now() + 1, 0\n"
-    "while true do\n"
-    "  local s = core.stats()\n"
-    "  if s.tasks == 1 and s.connections == 0 then break end\n"
-    "  if coserve.now() > deadline then\n"
-    "    fail(('left behind: %d task(s), %d connection(s)'):format(s.tasks - 1, s.connections))\n"
-    "    break\n"
-    "  end\n"
-    "  tries = tries + 1\n"
-    "  coserve.sleep(tries < 50 and 0 or 0.001)\n"
-    "end\n"
-    "if failure then error(failure, 0) end\n";
+    FUZZ_LUA_SETTLE;
 
 /* fuzz_halfclose(conn): shutdown(SHUT_WR) on the connection's socket,
  * which coserve's API does not offer: the server sees the end of the

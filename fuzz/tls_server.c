@@ -317,18 +317,7 @@ static const char chunk[] =
     "  fail(('stats: %d handshakes, %d failures on fuzzed bytes'):format(st.tls_handshakes,\n"
     "    st.tls_failures))\n"
     "end\n"
-    "deadline, tries = coserve.now() + 1, 0\n"
-    "while true do\n"
-    "  local s = core.stats()\n"
-    "  if s.tasks == 1 and s.connections == 0 then break end\n"
-    "  if coserve.now() > deadline then\n"
-    "    fail(('left behind: %d task(s), %d connection(s)'):format(s.tasks - 1, s.connections))\n"
-    "    break\n"
-    "  end\n"
-    "  tries = tries + 1\n"
-    "  coserve.sleep(tries < 50 and 0 or 0.001)\n"
-    "end\n"
-    "if failure then error(failure, 0) end\n";
+    FUZZ_LUA_SETTLE;
 
 /* ---- growing byte strings ---- */
 
