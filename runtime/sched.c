@@ -166,10 +166,15 @@ cs_task_t *cs__task_of(cs_runtime_t *rt, lua_State *L, const char *fname) {
 
 /* ---- park and wake ---- */
 
+/* A deadline is never early. The loop's clock is read once a turn, so a
+ * task that runs after other tasks' work would count from a time already
+ * past; and it counts whole milliseconds, so the one in progress is not
+ * counted at all. Hence the fresh reading, and one millisecond more. */
 void cs__retime(cs_task_t *t, double timeout) {
   if (timeout >= 0) {
-    double ms = ceil(timeout * 1000.0);
+    double ms = ceil(timeout * 1000.0) + 1;
     uint64_t delay = ms > 9e15 ? (uint64_t)9e15 : (uint64_t)ms;
+    uv_update_time(&t->rt->loop);
     t->deadline = uv_now(&t->rt->loop) + delay;
     if (!uv_is_active((uv_handle_t *)&t->timer) || t->deadline < t->armed) {
       t->armed = t->deadline;

@@ -182,7 +182,41 @@ describe("coserve.sleep and coserve.now", function()
     run(function()
       local t0 = coserve.now()
       assert.is_true(coserve.sleep(0.03))
-      assert.is_true(coserve.now() - t0 >= 0.029)
+      assert.is_true(coserve.now() - t0 >= 0.03)
+    end)
+  end)
+
+  it("sleeps at least the time asked after a busy stretch, and over many short sleeps", function()
+    run(function()
+      -- Woken by IO, the task runs after the loop read its clock; 20 ms
+      -- of work leaves that clock 20 ms behind, and a deadline taken from
+      -- it would end the sleep after only 10 ms.
+      local u = coserve.udp()
+      assert(u:bind("127.0.0.1", 0))
+      local _, port = u:getsockname()
+      local slept
+      local sleeper = coserve.spawn(function()
+        assert(u:receive())
+        local spin = coserve.now()
+        while coserve.now() - spin < 0.02 do end
+        local t0 = coserve.now()
+        coserve.sleep(0.03)
+        slept = coserve.now() - t0
+      end)
+      coserve.sleep(0.01)
+      assert(u:sendto("wake", "127.0.0.1", port))
+      sleeper:join()
+      u:close()
+      assert.is_true(slept >= 0.03, slept)
+      local t0
+      -- The clock counts whole milliseconds: a sleep must not lose the
+      -- fraction of the one it started in.
+      for _ = 1, 20 do
+        t0 = coserve.now()
+        coserve.sleep(0.002)
+        slept = coserve.now() - t0
+        assert.is_true(slept >= 0.002, slept)
+      end
     end)
   end)
 
