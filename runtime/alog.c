@@ -24,12 +24,14 @@
  *   writer:combined(parser, remote, method, url, version, status, bytes)
  *   writer:json(parser, remote, method, url, status, bytes, duration)
  *       (the headers they log are read from the head the parser holds)
+ *   writer:refused(json, remote, got, method, status, bytes)
+ *       a request refused before it was parsed, from the bytes that came
  *   writer:write(line)      a line as given (a newline is added)
  *   writer:flush()          starts a write now; writer:close() writes what
  *   writer:reopen()         is left (synchronously) and closes
  *   writer:stats() -> {dropped =, pending =}
  *   alog.random_hex(nbytes), alog.page_size(), alog.time() (wall clock, s)
- *   alog.fields(parser) -> user_agent, referer, x_request_id
+ *   alog.fields(parser | bytes) -> user_agent, referer, x_request_id
  *   alog.ffi() -> the C functions behind combined and json, and a clock,
  *       for LuaJIT's FFI (the request path calls them from compiled code)
  *
@@ -427,6 +429,21 @@ static alog_t *alog_check(lua_State *L) {
   return box->a;
 }
 
+/* The end of a combined line, after "$request":
+ *   $status $body_bytes_sent "$http_referer" "$http_user_agent" */
+static char *combined_tail(char *o, double status, double bytes, const field_t f[NFIELDS]) {
+  o = PUTS(o, "\" ");
+  o = put_uint(o, status);
+  *o++ = ' ';
+  o = put_uint(o, bytes);
+  o = PUTS(o, " \"");
+  o = f[F_REFERER].p && f[F_REFERER].len ? esc_nginx(o, f[F_REFERER].p, f[F_REFERER].len)
+                                         : PUTS(o, "-");
+  o = PUTS(o, "\" \"");
+  o = f[F_UA].p && f[F_UA].len ? esc_nginx(o, f[F_UA].p, f[F_UA].len) : PUTS(o, "-");
+  return PUTS(o, "\"\n");
+}
+
 /* One line in nginx's combined format:
  *   $remote_addr - - [$time_local] "$request" $status $body_bytes_sent
  *   "$http_referer" "$http_user_agent"
@@ -453,22 +470,51 @@ static int alog_combined(alog_t *a, const void *parser, const char *remote, size
   o = esc_nginx(o, url, lu);
   o = PUTS(o, " HTTP/");
   o = put(o, version, lv);
-  o = PUTS(o, "\" ");
-  o = put_uint(o, status);
-  *o++ = ' ';
-  o = put_uint(o, bytes);
-  o = PUTS(o, " \"");
-  o = f[F_REFERER].p && f[F_REFERER].len ? esc_nginx(o, f[F_REFERER].p, f[F_REFERER].len)
-                                         : PUTS(o, "-");
-  o = PUTS(o, "\" \"");
-  o = f[F_UA].p && f[F_UA].len ? esc_nginx(o, f[F_UA].p, f[F_UA].len) : PUTS(o, "-");
-  o = PUTS(o, "\"\n");
-  alog_end(a, o);
+  alog_end(a, combined_tail(o, status, bytes, f));
   return 1;
 }
 
-/* One JSON object. request_id is the head's X-Request-Id, else the
+/* The end of a JSON line, from "status" on; a negative duration (not
+ * measured) is null. request_id is the head's X-Request-Id, else the
  * writer's random prefix and a counter (32 hex digits). */
+static char *json_tail(alog_t *a, char *o, double status, double bytes, double duration,
+                       const field_t f[NFIELDS]) {
+  o = PUTS(o, ",\"status\":");
+  o = put_uint(o, status);
+  o = PUTS(o, ",\"bytes\":");
+  o = put_uint(o, bytes);
+  o = PUTS(o, ",\"duration\":");
+  if (duration < 0) {
+    o = PUTS(o, "null");
+  } else {
+    /* Seconds with microseconds, as nginx's $request_time has milliseconds. */
+    unsigned long long us = duration < 1e12 ? (unsigned long long)(duration * 1e6 + 0.5) : 0;
+    o = put_uint(o, (double)(us / 1000000));
+    *o++ = '.';
+    unsigned long frac = (unsigned long)(us % 1000000);
+    for (int i = 5; i >= 0; i--, frac /= 10)
+      o[i] = (char)('0' + frac % 10);
+    o += 6;
+  }
+  o = PUTS(o, ",\"user_agent\":");
+  o = json_str(o, f[F_UA].p, f[F_UA].len);
+  o = PUTS(o, ",\"referer\":");
+  o = json_str(o, f[F_REFERER].p, f[F_REFERER].len);
+  o = PUTS(o, ",\"request_id\":");
+  if (f[F_REQUEST_ID].p) {
+    o = json_str(o, f[F_REQUEST_ID].p, f[F_REQUEST_ID].len);
+  } else {
+    uint64_t n = ++a->rid_n;
+    *o++ = '"';
+    o = put(o, a->rid, sizeof a->rid);
+    for (int i = 15; i >= 0; i--)
+      *o++ = "0123456789abcdef"[(n >> (4 * i)) & 15];
+    *o++ = '"';
+  }
+  return PUTS(o, "}\n");
+}
+
+/* One JSON object (time, remote, method, path, query, then json_tail). */
 static int alog_json(alog_t *a, const void *parser, const char *remote, size_t lr,
                      const char *method, size_t lm, const char *url, size_t lu, double status,
                      double bytes, double duration) {
@@ -498,35 +544,46 @@ static int alog_json(alog_t *a, const void *parser, const char *remote, size_t l
     o = PUTS(o, ",\"query\":");
     o = json_str(o, q + 1, lu - lp - 1);
   }
-  o = PUTS(o, ",\"status\":");
-  o = put_uint(o, status);
-  o = PUTS(o, ",\"bytes\":");
-  o = put_uint(o, bytes);
-  /* Seconds with microseconds, as nginx's $request_time has milliseconds. */
-  unsigned long long us = duration > 0 && duration < 1e12 ? (unsigned long long)(duration * 1e6 + 0.5) : 0;
-  o = PUTS(o, ",\"duration\":");
-  o = put_uint(o, (double)(us / 1000000));
-  *o++ = '.';
-  unsigned long frac = (unsigned long)(us % 1000000);
-  for (int i = 5; i >= 0; i--, frac /= 10)
-    o[i] = (char)('0' + frac % 10);
-  o += 6;
-  o = PUTS(o, ",\"user_agent\":");
-  o = json_str(o, f[F_UA].p, f[F_UA].len);
-  o = PUTS(o, ",\"referer\":");
-  o = json_str(o, f[F_REFERER].p, f[F_REFERER].len);
-  o = PUTS(o, ",\"request_id\":");
-  if (f[F_REQUEST_ID].p) {
-    o = json_str(o, f[F_REQUEST_ID].p, f[F_REQUEST_ID].len);
+  alog_end(a, json_tail(a, o, status, bytes, duration > 0 ? duration : 0, f));
+  return 1;
+}
+
+/* A request refused before it was parsed (400, 408, 431), from got, the
+ * bytes that had come: "$request" is their first line as it came (empty
+ * if none), and the headers are those they hold. In JSON, "request" takes
+ * the place of path and query, method is the caller's (the line's first
+ * word when it is an HTTP method, else empty), and duration is null. */
+static int alog_refused(alog_t *a, int json, const char *remote, size_t lr, const char *got,
+                        size_t lg, const char *method, size_t lm, double status, double bytes) {
+  field_t f[NFIELDS];
+  head_fields(got, lg, f);
+  const char *eol = memchr(got, '\n', lg);
+  size_t ll = eol ? (size_t)(eol - got) : lg;
+  if (ll > 0 && got[ll - 1] == '\r')
+    ll--;
+  alog_times(a);
+  char *o = alog_begin(a, 6 * (lr + lm + ll + f[F_UA].len + f[F_REFERER].len +
+                               f[F_REQUEST_ID].len) + 256);
+  if (o == NULL)
+    return 0;
+  if (json) {
+    o = PUTS(o, "{\"time\":\"");
+    o = put(o, a->tiso, a->tiso_len);
+    o = PUTS(o, "\",\"remote\":\"");
+    o = put(o, remote, lr);
+    o = PUTS(o, "\",\"method\":");
+    o = json_str(o, method, lm);
+    o = PUTS(o, ",\"request\":");
+    o = json_str(o, got, ll);
+    o = json_tail(a, o, status, bytes, -1, f);
   } else {
-    uint64_t n = ++a->rid_n;
-    *o++ = '"';
-    o = put(o, a->rid, sizeof a->rid);
-    for (int i = 15; i >= 0; i--)
-      *o++ = "0123456789abcdef"[(n >> (4 * i)) & 15];
-    *o++ = '"';
+    o = put(o, remote, lr);
+    o = PUTS(o, " - - [");
+    o = put(o, a->tlocal, a->tlocal_len);
+    o = PUTS(o, "] \"");
+    o = esc_nginx(o, got, ll);
+    o = combined_tail(o, status, bytes, f);
   }
-  o = PUTS(o, "}\n");
   alog_end(a, o);
   return 1;
 }
@@ -583,6 +640,21 @@ static int lalog_json(lua_State *L) {
   return 1;
 }
 
+/* writer:refused(json, remote, got, method, status, bytes) -> true | false
+ * (dropped): a request refused before it was parsed, from the bytes that
+ * had come (see alog_refused). */
+static int lalog_refused(lua_State *L) {
+  alog_t *a = alog_check(L);
+  size_t lr, lg, lm;
+  int json = lua_toboolean(L, 2);
+  const char *remote = luaL_checklstring(L, 3, &lr);
+  const char *got = luaL_checklstring(L, 4, &lg);
+  const char *method = luaL_checklstring(L, 5, &lm);
+  lua_pushboolean(L, alog_refused(a, json, remote, lr, got, lg, method, lm,
+                                  luaL_checknumber(L, 6), luaL_checknumber(L, 7)));
+  return 1;
+}
+
 /* A monotonic clock in seconds (uv_hrtime), for request durations. */
 static double alog_ffi_clock(void) { return (double)uv_hrtime() / 1e9; }
 
@@ -595,11 +667,13 @@ static int lalog_ffi(lua_State *L) {
   return 3;
 }
 
-/* alog.fields(parser) -> user_agent, referer, x_request_id (nil when a
- * field is not there), from the head the parser holds. */
+/* alog.fields(parser | bytes) -> user_agent, referer, x_request_id (nil
+ * when a field is not there), from the head the parser holds, or from the
+ * bytes of one (whole or not). */
 static int lalog_fields(lua_State *L) {
   size_t lh;
-  const char *head = cs__http_head(check_parser(L, 1), &lh);
+  const char *head = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &lh)
+                                                   : cs__http_head(check_parser(L, 1), &lh);
   field_t f[NFIELDS];
   head_fields(head, lh, f);
   for (int i = 0; i < NFIELDS; i++) {
@@ -761,7 +835,8 @@ static int lalog_page_size(lua_State *L) {
 int luaopen_coserve_alog(lua_State *L) {
   cs_runtime_t *rt = cs__runtime_for(L);
   static const luaL_Reg methods[] = {
-      {"combined", lalog_combined}, {"json", lalog_json},   {"write", lalog_write},
+      {"combined", lalog_combined}, {"json", lalog_json},   {"refused", lalog_refused},
+      {"write", lalog_write},
       {"flush", lalog_flush},       {"reopen", lalog_reopen}, {"stats", lalog_stats},
       {"close", lalog_close},       {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"open", lalog_open},

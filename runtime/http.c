@@ -322,7 +322,8 @@ static int deliver_head(lua_State *co, void *ud, const char *data, size_t len) {
   if (why) {
     lua_pushboolean(co, 0);
     lua_pushstring(co, why);
-    return 2;
+    lua_pushlstring(co, data, len);
+    return 3;
   }
   return push_head(co, h);
 }
@@ -333,8 +334,9 @@ static int deliver_head(lua_State *co, void *ud, const char *data, size_t len) {
  * idle_timeout and nothing buffered, the connection is idle (between
  * requests): the wait for its first byte takes up to idle_timeout and ends
  * with nil, "interrupted" when the server begins to shut down; the head
- * then has timeout seconds from its first byte. A timeout's third result
- * is the bytes that had come ("" while idle). "too large" leaves the
+ * then has timeout seconds from its first byte. A head that is not one is
+ * false, reason, its bytes; a timeout's or "too large"'s third result is
+ * the bytes that had come ("" while idle). "too large" leaves the
  * connection open, so that the server can answer 431. */
 static int lhttp_read(lua_State *L) {
   http_t *h = http_check(L);

@@ -89,7 +89,8 @@ typedef struct {
                            read, a frame, n bytes, or all until EOF */
   const cs_framing_t *framing;
   unsigned peek : 1;    /* hand the match out but leave it buffered */
-  unsigned keep_open : 1; /* "too large" leaves the connection open (HTTP 431) */
+  unsigned keep_open : 1; /* "too large" leaves the connection open (HTTP 431)
+                          * and comes with the bytes so far */
   unsigned idle : 1;    /* waits between requests: a server shutdown interrupts
                            it, and the first byte turns it into a wait of
                            busy_timeout seconds for the rest */

@@ -239,9 +239,13 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
      * unless the caller answers it first (HTTP's 431). */
     c->reader = NULL;
     conn_update_ref(c);
-    if (!c->rreq.keep_open)
+    if (!c->rreq.keep_open) {
       cs__conn_abort(c, CS_ECLOSED);
-    return cs__push_error(co, r);
+      return cs__push_error(co, r);
+    }
+    cs__push_error(co, r);
+    lua_pushlstring(co, cs__buf_data(b), b->len); /* what the answer may log */
+    return 3;
   }
   if (c->eof || c->err) {
     cs__conn_push_error(co, c, c->err ? c->err : CS_ECLOSED);

@@ -146,6 +146,81 @@ describe("http access_log", function()
     assert.same({ "/stream", "q", "/stream?q", 7, "abc" }, { b.path, b.query, b.url, b.bytes, b.request_id })
   end)
 
+  -- Requests refused before they were parsed, each on its own connection:
+  -- junk (400 from the first bytes), a bad header line (400), a head over
+  -- max_header (431), a head not finished within header_timeout (408).
+  local REFUSED = {
+    "\x16\x03\x01\x02\x00\x01\x00",
+    "GET /bad HTTP/1.1\r\nUser-Agent: ua/1\r\nno colon here\r\n\r\n",
+    "GET /big HTTP/1.1\r\nUser-Agent: big/1\r\nX-Big: " .. ("b"):rep(600) .. "\r\n\r\n",
+    "POST /slow HTTP/1.1\r\nHost: t\r\n",
+  }
+  local function send_refused(port)
+    for _, r in ipairs(REFUSED) do
+      local c = assert(coserve.connect("127.0.0.1", port))
+      assert(c:send(r))
+      assert.truthy(c:receive("*a"))
+      c:close()
+    end
+  end
+  local REFUSED_OPTS = { max_header = 512, header_timeout = 0.2 }
+  local function with(opts, more)
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    for k, v in pairs(more) do o[k] = v end
+    return o
+  end
+
+  it("logs requests refused before they were parsed, with their request line as it came", function()
+    local path, jpath = dir .. "/access.log", dir .. "/access.json"
+    run(function()
+      local app = start_app(with(REFUSED_OPTS, { access_log = path }))
+      local japp = start_app(with(REFUSED_OPTS, { access_log = jpath, access_log_format = "json" }))
+      send_refused(app.port)
+      send_refused(japp.port)
+      local lines, jlines = lines_of(path, 4), lines_of(jpath, 4)
+      app:shutdown()
+      japp:shutdown()
+      assert.equal(4, #lines, table.concat(lines, "\n"))
+      assert.matches(' "\\x16\\x03\\x01\\x02\\x00\\x01\\x00" 400 12 "%-" "%-"$', lines[1])
+      assert.matches(' "GET /bad HTTP/1%.1" 400 12 "%-" "ua/1"$', lines[2])
+      assert.matches(' "GET /big HTTP/1%.1" 431 32 "%-" "big/1"$', lines[3])
+      assert.matches('^127%.0%.0%.1 %- %- %[.-%] "POST /slow HTTP/1%.1" 408 16 "%-" "%-"$', lines[4])
+      local e = {}
+      for i, line in ipairs(jlines) do e[i] = cjson.decode(line) end
+      assert.equal(4, #e)
+      assert.same({ "", "\22\3\1\2\0\1\0", 400, 12 }, { e[1].method, e[1].request, e[1].status, e[1].bytes })
+      assert.same({ "GET", "GET /bad HTTP/1.1", 400, "ua/1" },
+        { e[2].method, e[2].request, e[2].status, e[2].user_agent })
+      assert.same({ "GET", 431, "big/1" }, { e[3].method, e[3].status, e[3].user_agent })
+      assert.same({ "POST", "POST /slow HTTP/1.1", 408 }, { e[4].method, e[4].request, e[4].status })
+      for i = 1, 4 do
+        assert.equal(cjson.null, e[i].duration)
+        assert.is_nil(e[i].path)
+        assert.equal(32, #e[i].request_id)
+      end
+    end)
+  end)
+
+  it("gives a function refused requests as entries with refused = true", function()
+    local entries = {}
+    run(function()
+      local app = start_app(with(REFUSED_OPTS,
+        { access_log = function(entry) entries[#entries + 1] = entry end }))
+      send_refused(app.port)
+      exchange(app.port, { "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n" })
+      app:shutdown()
+    end)
+    assert.equal(5, #entries)
+    assert.same({ true, 400, "\22\3\1\2\0\1\0" }, { entries[1].refused, entries[1].status, entries[1].request })
+    assert.is_nil(entries[1].method)
+    assert.same({ true, "GET", 400, "GET /bad HTTP/1.1", "ua/1" }, { entries[2].refused,
+      entries[2].method, entries[2].status, entries[2].request, entries[2].user_agent })
+    assert.same({ 431, 408, "POST" }, { entries[3].status, entries[4].status, entries[4].method })
+    assert.is_nil(entries[5].refused)
+    assert.equal("/hello", entries[5].path)
+  end)
+
   it("keeps serving when the log function fails, and says so once per request", function()
     local calls = 0
     run(function()

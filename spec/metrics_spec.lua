@@ -131,6 +131,27 @@ describe("http.metrics", function()
     end)
   end)
 
+  it("counts requests refused before they were parsed, by their method or \"\", outside the histogram", function()
+    run(function()
+      local app = start_app()
+      for _, raw in ipairs{ "\x16\x03\x01\x00\x05", "GET / HTTP/1.1\r\nno colon\r\n\r\n",
+                            "BREW /pot HTTP/1.1\r\n\r\n" } do
+        local c = assert(coserve.connect("127.0.0.1", app.port))
+        assert(c:send(raw))
+        assert.matches("^HTTP/1%.1 400 ", c:receive("*a"))
+        c:close()
+      end
+      local text = request(app.port, "GET", "/metrics").body
+      app:shutdown()
+      local s = samples(text)
+      assert.equal(2, s['coserve_http_requests_total{method="",status="400"}'])
+      assert.equal(1, s['coserve_http_requests_total{method="GET",status="400"}'])
+      assert.equal(0, s.coserve_http_request_duration_seconds_count)
+      local ok, said = promtool_check(text)
+      assert.is_true(ok == 0 or ok == true, said)
+    end)
+  end)
+
   it("wants an http.server", function()
     assert.has_error(function() http.metrics({}) end,
       "bad argument #1 to 'metrics' (http.server expected)")

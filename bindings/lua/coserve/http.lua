@@ -15,8 +15,8 @@ local core = require "coserve.core"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local setmetatable, rawset, error, xpcall = setmetatable, rawset, error, xpcall
-local lower, format, find, sub, concat = string.lower, string.format, string.find, string.sub,
-  table.concat
+local lower, format, find, sub, match, concat = string.lower, string.format, string.find,
+  string.sub, string.match, table.concat
 local traceback = debug.traceback
 
 -- The connection and parser methods the request path calls, as locals:
@@ -338,9 +338,11 @@ local DEFAULTS = {
 local PLAIN = { ["content-type"] = "text/plain" }
 
 -- Answers with a status and closes: for requests we could not parse.
+-- Returns the body's size.
 local function refuse(conn, code)
   local body = STATUS[code] .. "\n"
   http_respond(conn, code, STATUS[code], PLAIN, nil, #body, 1, body)
+  return #body
 end
 
 local function plain(res, code)
@@ -457,6 +459,7 @@ end
 
 -- Counts one request: by method, then by status in an array made when
 -- the method is first seen, so that a request adds to existing slots.
+-- d is its duration, for the histogram; nil for a refused request.
 local function count(m, method, status, d)
   local by_status = m.requests[method]
   if not by_status then
@@ -466,6 +469,7 @@ local function count(m, method, status, d)
     m.methods[#m.methods + 1] = method
   end
   by_status[status] = (by_status[status] or 0) + 1
+  if not d then return end
   local i = 1
   while i <= NBUCKETS and d > BUCKETS[i] do i = i + 1 end
   local b = m.buckets
@@ -498,18 +502,23 @@ local function request_id(app)
   return app._rid_prefix .. format("%016x", n)
 end
 
+-- Calls the access log's function; its error is logged, not raised.
+local function call_log(fn, entry)
+  local ok, err = pcall(fn, entry)
+  if not ok then coserve.log("error", "http access_log function failed: " .. tostring(err)) end
+end
+
 -- The function form's entry: a table per request.
 local function log_function(app, fn, req, res, remote, status, d)
   local ua, ref, id = app._log_fields(req._parser)
   local url, query = req.url, nil
   local q = find(url, "?", 1, true)
   if q then query = sub(url, q + 1) end
-  local ok, err = pcall(fn, {
+  call_log(fn, {
     time = app._log_time(), remote = remote, method = req.method, path = req.path,
     query = query, url = url, version = req.version, status = status, bytes = res._bytes,
     duration = d, user_agent = ua, referer = ref, request_id = id or request_id(app),
   })
-  if not ok then coserve.log("error", "http access_log function failed: " .. tostring(err)) end
 end
 
 -- Counts the request and logs it; t0 is false when neither needs the
@@ -536,6 +545,34 @@ local function observe(app, req, res, t0, remote)
     log_function(app, log, req, res, remote, status, d)
   end
   return remote
+end
+
+-- HTTP's methods, as llhttp would have parsed them (RFC 9110 and PATCH):
+-- a refused request's method when its line begins with one. Anything
+-- else counts as "", so that junk cannot make new metric series.
+local METHODS = { GET = true, HEAD = true, POST = true, PUT = true, DELETE = true,
+                  CONNECT = true, OPTIONS = true, TRACE = true, PATCH = true }
+
+-- Counts and logs a request refused before it was parsed (400, 408, 431),
+-- from got, the bytes that had come; bytes is the size of the answer's
+-- body. Neither has a duration.
+local function observe_refusal(app, conn, got, status, bytes)
+  local method = match(got, "^(%u+) ")
+  if not METHODS[method] then method = "" end
+  if app._metrics then count(app._metrics, method, status, nil) end
+  local log = app._log
+  if not log then return end
+  local remote = getpeername(conn) or "-"
+  if app._log_kind ~= LOG_FUNCTION then
+    log:refused(app._log_kind == LOG_JSON, remote, got, method, status, bytes)
+    return
+  end
+  local ua, ref, id = app._log_fields(got)
+  call_log(log, {
+    time = app._log_time(), remote = remote, method = method ~= "" and method or nil,
+    request = match(got, "^[^\r\n]*"), status = status, bytes = bytes, user_agent = ua,
+    referer = ref, request_id = id or request_id(app), refused = true,
+  })
 end
 
 -- Sets up app's access log from http.server's options.
@@ -669,10 +706,15 @@ local function serve_connection(app, conn)
     -- "interrupted": a drain began while this connection was idle and
     -- nothing of a next request had come (the server serves one that had:
     -- see server_interrupt_idle), so it closes without a byte.
+    -- Else a refusal: what had come is the third value.
     if not method then
-      if method == false then refuse(conn, url == "too many headers" and 431 or 400)
-      elseif url == "too large" then refuse(conn, 431)
-      elseif url == "timeout" and (first or version ~= "") then refuse(conn, 408) end
+      local code = method == false and (url == "too many headers" and 431 or 400)
+        or url == "too large" and 431
+        or url == "timeout" and (first or version ~= "") and 408
+      if code then
+        local bytes = refuse(conn, code)
+        if app._observe then observe_refusal(app, conn, version, code, bytes) end
+      end
       return
     end
     local observe_ = app._observe
