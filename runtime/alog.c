@@ -429,6 +429,16 @@ static alog_t *alog_check(lua_State *L) {
   return box->a;
 }
 
+/* The start of a combined line, through the quote before "$request":
+ *   $remote_addr - - [$time_local] "
+ * The address comes from the kernel: it needs no escaping. */
+static char *combined_head(alog_t *a, char *o, const char *remote, size_t lr) {
+  o = put(o, remote, lr);
+  o = PUTS(o, " - - [");
+  o = put(o, a->tlocal, a->tlocal_len);
+  return PUTS(o, "] \"");
+}
+
 /* The end of a combined line, after "$request":
  *   $status $body_bytes_sent "$http_referer" "$http_user_agent" */
 static char *combined_tail(char *o, double status, double bytes, const field_t f[NFIELDS]) {
@@ -459,12 +469,9 @@ static int alog_combined(alog_t *a, const void *parser, const char *remote, size
   char *o = alog_begin(a, lr + lm + lv + 4 * (lu + f[F_UA].len + f[F_REFERER].len) + 128);
   if (o == NULL)
     return 0;
-  /* The address comes from the kernel, the method and the version passed
-   * llhttp's checks: only the URL and the headers may need escaping. */
-  o = put(o, remote, lr);
-  o = PUTS(o, " - - [");
-  o = put(o, a->tlocal, a->tlocal_len);
-  o = PUTS(o, "] \"");
+  /* The method and the version passed llhttp's checks: only the URL and
+   * the headers may need escaping. */
+  o = combined_head(a, o, remote, lr);
   o = put(o, method, lm);
   *o++ = ' ';
   o = esc_nginx(o, url, lu);
@@ -472,6 +479,17 @@ static int alog_combined(alog_t *a, const void *parser, const char *remote, size
   o = put(o, version, lv);
   alog_end(a, combined_tail(o, status, bytes, f));
   return 1;
+}
+
+/* The start of a JSON line: {"time":"...","remote":"..." (the address
+ * comes from the kernel: it needs no escaping). */
+static char *json_head(alog_t *a, char *o, const char *remote, size_t lr) {
+  o = PUTS(o, "{\"time\":\"");
+  o = put(o, a->tiso, a->tiso_len);
+  o = PUTS(o, "\",\"remote\":\"");
+  o = put(o, remote, lr);
+  *o++ = '"';
+  return o;
 }
 
 /* The end of a JSON line, from "status" on; a negative duration (not
@@ -529,13 +547,9 @@ static int alog_json(alog_t *a, const void *parser, const char *remote, size_t l
                                f[F_REQUEST_ID].len) + 256);
   if (o == NULL)
     return 0;
-  o = PUTS(o, "{\"time\":\"");
-  o = put(o, a->tiso, a->tiso_len);
-  /* The address comes from the kernel, the method passed llhttp's checks:
-   * neither needs escaping. */
-  o = PUTS(o, "\",\"remote\":\"");
-  o = put(o, remote, lr);
-  o = PUTS(o, "\",\"method\":\"");
+  /* The method passed llhttp's checks: it needs no escaping. */
+  o = json_head(a, o, remote, lr);
+  o = PUTS(o, ",\"method\":\"");
   o = put(o, method, lm);
   *o++ = '"';
   o = PUTS(o, ",\"path\":");
@@ -567,20 +581,14 @@ static int alog_refused(alog_t *a, int json, const char *remote, size_t lr, cons
   if (o == NULL)
     return 0;
   if (json) {
-    o = PUTS(o, "{\"time\":\"");
-    o = put(o, a->tiso, a->tiso_len);
-    o = PUTS(o, "\",\"remote\":\"");
-    o = put(o, remote, lr);
-    o = PUTS(o, "\",\"method\":");
+    o = json_head(a, o, remote, lr);
+    o = PUTS(o, ",\"method\":");
     o = json_str(o, method, lm);
     o = PUTS(o, ",\"request\":");
     o = json_str(o, got, ll);
     o = json_tail(a, o, status, bytes, -1, f);
   } else {
-    o = put(o, remote, lr);
-    o = PUTS(o, " - - [");
-    o = put(o, a->tlocal, a->tlocal_len);
-    o = PUTS(o, "] \"");
+    o = combined_head(a, o, remote, lr);
     o = esc_nginx(o, got, ll);
     o = combined_tail(o, status, bytes, f);
   }
