@@ -497,6 +497,8 @@ void cs__tls_free(cs_conn_t *c);
 /* Begins or continues the handshake with what has arrived: 0 or CS_ETLS. */
 int cs__tls_start(cs_conn_t *c);
 int cs__tls_done(const cs_conn_t *c);
+/* Whether any ciphertext has come from the peer. */
+int cs__tls_heard(const cs_conn_t *c);
 /* Ciphertext in: handshake, then plaintext into c->rbuf. 0 or an error;
  * a peer's close_notify sets c->eof. */
 int cs__tls_feed(cs_conn_t *c, const char *data, size_t len);

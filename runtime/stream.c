@@ -214,8 +214,10 @@ static int conn_try_read(lua_State *co, cs_conn_t *c) {
     }
     if (c->eof || c->err) {
       /* The peer closed or reset mid-handshake: a failed handshake too
-       * (OpenSSL's own refusals, CS_ETLS, were counted as they happened). */
-      if (c->server && c->err != CS_ETLS)
+       * (OpenSSL's own refusals, CS_ETLS, were counted as they happened),
+       * unless it never sent a byte: a load balancer's TCP health check
+       * connects and closes, and is no handshake. */
+      if (c->server && c->err != CS_ETLS && cs__tls_heard(c))
         c->server->stats.tls_failures++;
       return cs__conn_push_error(co, c, c->err ? c->err : CS_ECLOSED);
     }

@@ -327,6 +327,8 @@ int cs__tls_attach(cs_conn_t *c, cs_tls_ctx_t *t, const char *name, int verify) 
 
 int cs__tls_done(const cs_conn_t *c) { return c->tls && c->tls->done; }
 
+int cs__tls_heard(const cs_conn_t *c) { return c->tls && BIO_number_written(c->tls->rbio) > 0; }
+
 const char *cs__tls_errmsg(const cs_conn_t *c) {
   return c->tls && c->tls->err[0] ? c->tls->err : "tls: error";
 }

@@ -280,6 +280,28 @@ describe("TLS", function()
     end)
   end)
 
+  -- Connects to 127.0.0.1:port and closes with a reset (SO_LINGER 0),
+  -- which coserve's connections do not offer: a raw socket through the FFI.
+  local function reset_connect(port)
+    local ffi = require "ffi"
+    pcall(ffi.cdef, [[
+      struct tls_spec_sin { uint16_t family; uint16_t port; uint32_t addr; char zero[8]; };
+      struct tls_spec_linger { int onoff; int linger; };
+      int socket(int, int, int);
+      int connect(int, const void *, uint32_t);
+      int setsockopt(int, int, int, const void *, uint32_t);
+      int close(int);
+    ]])
+    local fd = ffi.C.socket(2, 1, 0) -- AF_INET, SOCK_STREAM
+    assert(fd >= 0)
+    local sin = ffi.new("struct tls_spec_sin", 2, bit.rshift(bit.bswap(port), 16),
+                        bit.bswap(0x7f000001))
+    assert(ffi.C.connect(fd, sin, ffi.sizeof(sin)) == 0)
+    local l = ffi.new("struct tls_spec_linger", 1, 0)
+    assert(ffi.C.setsockopt(fd, 1, 13, l, ffi.sizeof(l)) == 0) -- SOL_SOCKET, SO_LINGER
+    ffi.C.close(fd)
+  end
+
   describe("bad input on a TLS port costs that connection only", function()
     -- Each case: a bad client, and meanwhile a good one is served.
     local function survives(bad)
@@ -313,6 +335,24 @@ describe("TLS", function()
 
     it("a client that connects and never speaks", function()
       survives(function() end)
+    end)
+
+    it("a client that closes or resets before a byte (a TCP health check) is not a failure", function()
+      run(function()
+        local s = tls_server(echo, { cert = certs.cert, key = certs.key })
+        for _ = 1, 3 do
+          assert(connect(s)):close()
+          reset_connect(s.port) -- HAProxy's checks end with a reset
+        end
+        coserve.sleep(0.1) -- the server sees them go
+        local c = assert(tls_client(s))
+        c:send("after checks\n")
+        assert.equal("after checks", c:receive())
+        c:close()
+        s:shutdown()
+        assert.equal(0, s:stats().tls_failures)
+        assert.equal(1, s:stats().tls_handshakes)
+      end)
     end)
   end)
 
