@@ -22,7 +22,7 @@
  * Lua surface (internal, used by coserve/http.lua), `require "coserve.alog"`:
  *   alog.open(path | "stderr") -> writer | nil, err
  *   writer:combined(parser, remote, method, url, version, status, bytes)
- *   writer:json(parser, remote, method, url, status, bytes, duration)
+ *   writer:json(parser, remote, method, url, status, bytes, duration [, id])
  *       (the headers they log are read from the head the parser holds)
  *   writer:refused(json, remote, got, method, status, bytes)
  *       a request refused before it was parsed, from the bytes that came
@@ -532,14 +532,19 @@ static char *json_tail(alog_t *a, char *o, double status, double bytes, double d
   return PUTS(o, "}\n");
 }
 
-/* One JSON object (time, remote, method, path, query, then json_tail). */
+/* One JSON object (time, remote, method, path, query, then json_tail).
+ * rid: the request id the handler was given (req.id), or NULL. */
 static int alog_json(alog_t *a, const void *parser, const char *remote, size_t lr,
                      const char *method, size_t lm, const char *url, size_t lu, double status,
-                     double bytes, double duration) {
+                     double bytes, double duration, const char *rid, size_t lrid) {
   size_t lh;
   const char *head = cs__http_head(parser, &lh);
   field_t f[NFIELDS];
   head_fields(head, lh, f);
+  if (rid != NULL) {
+    f[F_REQUEST_ID].p = rid;
+    f[F_REQUEST_ID].len = lrid;
+  }
   const char *q = memchr(url, '?', lu);
   size_t lp = q ? (size_t)(q - url) : lu;
   alog_times(a);
@@ -609,9 +614,10 @@ static int alog_ffi_combined(alogbox_t *box, const void *parser, const char *rem
 
 static int alog_ffi_json(alogbox_t *box, const void *parser, const char *remote, size_t lr,
                          const char *method, size_t lm, const char *url, size_t lu,
-                         double status, double bytes, double duration) {
+                         double status, double bytes, double duration, const char *rid,
+                         size_t lrid) {
   return box->a ? alog_json(box->a, parser, remote, lr, method, lm, url, lu, status, bytes,
-                            duration)
+                            duration, rid, lrid)
                 : 0;
 }
 
@@ -634,7 +640,7 @@ static int lalog_combined(lua_State *L) {
   return 1;
 }
 
-/* writer:json(parser, remote, method, url, status, bytes, duration)
+/* writer:json(parser, remote, method, url, status, bytes, duration [, id])
  * -> true | false (dropped) */
 static int lalog_json(lua_State *L) {
   alog_t *a = alog_check(L);
@@ -643,8 +649,10 @@ static int lalog_json(lua_State *L) {
   const char *remote = luaL_checklstring(L, 3, &lr);
   const char *method = luaL_checklstring(L, 4, &lm);
   const char *url = luaL_checklstring(L, 5, &lu);
+  size_t lrid = 0;
+  const char *rid = luaL_optlstring(L, 9, NULL, &lrid);
   lua_pushboolean(L, alog_json(a, parser, remote, lr, method, lm, url, lu, luaL_checknumber(L, 6),
-                               luaL_checknumber(L, 7), luaL_checknumber(L, 8)));
+                               luaL_checknumber(L, 7), luaL_checknumber(L, 8), rid, lrid));
   return 1;
 }
 

@@ -146,6 +146,64 @@ describe("http access_log", function()
     assert.same({ "/stream", "q", "/stream?q", 7, "abc" }, { b.path, b.query, b.url, b.bytes, b.request_id })
   end)
 
+  it("gives a handler req.id, the id its log line carries (X-Request-Id when sent)", function()
+    local path = dir .. "/ids.json"
+    local entries, seen = {}, {}
+    run(function()
+      local function routes(app)
+        app:route("GET", "/id", function(req, res)
+          seen[#seen + 1] = req.id
+          assert.equal(req.id, seen[#seen]) -- the same on every read
+          res:send(req.id)
+        end)
+      end
+      local japp = start_app{ access_log = path, access_log_format = "json" }
+      local fapp = start_app{ access_log = function(e) entries[#entries + 1] = e end }
+      routes(japp)
+      routes(fapp)
+      local plain = http.server{ host = "127.0.0.1", port = 0 } -- no log at all
+      routes(plain)
+      coserve.spawn(function() assert(plain:start()) end)
+      for _, a in ipairs{ japp, fapp, plain } do
+        exchange(a.port, { "GET /id HTTP/1.1\r\nHost: t\r\n\r\n",
+                           "GET /id HTTP/1.1\r\nHost: t\r\nX-Request-Id: given-7\r\n\r\n",
+                           "GET /id HTTP/1.1\r\nHost: t\r\n\r\n" })
+      end
+      local lines = lines_of(path, 3)
+      japp:shutdown()
+      fapp:shutdown()
+      plain:shutdown()
+      assert.equal(9, #seen)
+      for i = 0, 2 do
+        assert.matches("^%x+$", seen[3 * i + 1])
+        assert.equal(32, #seen[3 * i + 1])
+        assert.equal("given-7", seen[3 * i + 2])
+        assert.not_equal(seen[3 * i + 1], seen[3 * i + 3])
+      end
+      for i, line in ipairs(lines) do assert.equal(seen[i], cjson.decode(line).request_id) end
+      for i, e in ipairs(entries) do assert.equal(seen[3 + i], e.request_id) end
+    end)
+  end)
+
+  it("raises when req.id is first read after the request was handled", function()
+    run(function()
+      local late = coserve.channel(1)
+      local app = start_app{}
+      app:route("GET", "/late", function(req, res)
+        res:send("ok")
+        coserve.spawn(function()
+          coserve.sleep(0.05)
+          late:push({ pcall(function() return req.id end) })
+        end)
+      end)
+      exchange(app.port, { "GET /late HTTP/1.1\r\nHost: t\r\n\r\n" })
+      local r = late:pop(5)
+      app:shutdown()
+      assert.is_false(r[1])
+      assert.matches("req.id read after the request was handled", r[2])
+    end)
+  end)
+
   -- Requests refused before they were parsed, each on its own connection:
   -- junk (400 from the first bytes), a bad header line (400), a head over
   -- max_header (431), a head not finished within header_timeout (408).

@@ -14,7 +14,7 @@ local coserve = require "coserve"
 local core = require "coserve.core"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
-local setmetatable, rawset, error, xpcall = setmetatable, rawset, error, xpcall
+local setmetatable, rawget, rawset, error, xpcall = setmetatable, rawget, rawset, error, xpcall
 local lower, format, find, sub, match, concat = string.lower, string.format, string.find,
   string.sub, string.match, table.concat
 local traceback = debug.traceback
@@ -177,8 +177,18 @@ end
 -- (the body's state; false when there is no body).
 local Request = {}
 
--- req.headers and req.query are built on first use: most handlers read
--- neither, and building them is a good part of a request's cost.
+-- A request id as nginx's $request_id: 32 hex digits, here a random
+-- prefix per server and a counter (unique, and cheaper than 16 random
+-- bytes per request).
+local function request_id(app)
+  local n = app._rid_n + 1
+  app._rid_n = n
+  if n == 1 then app._rid_prefix = alog.random_hex(8) or format("%016x", now() * 1e9) end
+  return app._rid_prefix .. format("%016x", n)
+end
+
+-- req.headers, req.query and req.id are built on first use: most handlers
+-- read none, and building them is a good part of a request's cost.
 local request_mt = {
   __index = function(req, k)
     local v = Request[k]
@@ -189,6 +199,10 @@ local request_mt = {
     elseif k == "query" then
       local q = find(req.url, "?", 1, true)
       v = parse_query(q and sub(req.url, q + 1):match("^[^#]*"))
+    elseif k == "id" then
+      if not req._parser then error("req.id read after the request was handled", 2) end
+      local _, _, given = alog.fields(req._parser)
+      v = given or request_id(req._app)
     else
       return nil
     end
@@ -488,19 +502,10 @@ local ffi = require "ffi"
 local COMBINED_T = ffi.typeof("int (*)(void *, void *, const char *, size_t, const char *, " ..
   "size_t, const char *, size_t, const char *, size_t, double, double)")
 local JSON_T = ffi.typeof("int (*)(void *, void *, const char *, size_t, const char *, " ..
-  "size_t, const char *, size_t, double, double, double)")
+  "size_t, const char *, size_t, double, double, double, const char *, size_t)")
 local ffi_combined, ffi_json, ffi_clock = alog.ffi()
 -- Seconds on a monotonic clock, as core.now, callable from compiled code.
 local clock = ffi.cast("double (*)(void)", ffi_clock)
-
--- A request id as nginx's $request_id: 32 hex digits, here a random
--- prefix per server and a counter (unique, and cheaper than 16 random
--- bytes per request).
-local function request_id(app)
-  local n = app._rid_n + 1
-  app._rid_n = n
-  return app._rid_prefix .. format("%016x", n)
-end
 
 -- Calls the access log's function; its error is logged, not raised.
 local function call_log(fn, entry)
@@ -510,14 +515,14 @@ end
 
 -- The function form's entry: a table per request.
 local function log_function(app, fn, req, res, remote, status, d)
-  local ua, ref, id = app._log_fields(req._parser)
+  local ua, ref = app._log_fields(req._parser)
   local url, query = req.url, nil
   local q = find(url, "?", 1, true)
   if q then query = sub(url, q + 1) end
   call_log(fn, {
     time = app._log_time(), remote = remote, method = req.method, path = req.path,
     query = query, url = url, version = req.version, status = status, bytes = res._bytes,
-    duration = d, user_agent = ua, referer = ref, request_id = id or request_id(app),
+    duration = d, user_agent = ua, referer = ref, request_id = req.id,
   })
 end
 
@@ -539,8 +544,9 @@ local function observe(app, req, res, t0, remote)
     app._log_combined(log, req._parser, remote, #remote, method, #method, url, #url, version,
       #version, status, res._bytes)
   elseif kind == LOG_JSON then
+    local id = rawget(req, "id") -- the one the handler saw, if it asked
     app._log_json(log, req._parser, remote, #remote, method, #method, url, #url, status,
-      res._bytes, d)
+      res._bytes, d, id, id and #id or 0)
   else
     log_function(app, log, req, res, remote, status, d)
   end
@@ -581,7 +587,6 @@ local function open_access_log(app, target, fmt)
   if fmt ~= "combined" and fmt ~= "json" then
     error("bad access_log_format '" .. tostring(fmt) .. "' (\"combined\" or \"json\")", 3)
   end
-  app._rid_prefix, app._rid_n = alog.random_hex(8) or format("%016x", now() * 1e9), 0
   if type(target) == "function" then
     app._log, app._log_kind, app._log_time, app._log_fields =
       target, LOG_FUNCTION, alog.time, alog.fields
@@ -722,7 +727,7 @@ local function serve_connection(app, conn)
     local q = find(url, "?", 1, true)
     local req = setmetatable({
       method = method, path = q and sub(url, 1, q - 1) or url, url = url, version = version,
-      params = NO_PARAMS, conn = conn, _parser = parser, _in = false,
+      params = NO_PARAMS, conn = conn, _parser = parser, _in = false, _app = app,
     }, request_mt)
     local res = setmetatable({
       _conn = conn, _req = req, _app = app, _status = 200,
@@ -753,7 +758,7 @@ end
 -- ("combined", nginx's, or "json").
 function M.server(opts)
   local app = setmetatable({ _routes = {}, _exact = {}, _observe = false, _metrics = false,
-    _log = false, _timed = false }, App)
+    _log = false, _timed = false, _rid_n = 0 }, App)
   local tcp_opts = {}
   local access_log, access_log_format
   for k, v in pairs(opts or {}) do
