@@ -6,9 +6,10 @@
 --
 -- Both run on this machine beside the server, over its Unix socket, for the
 -- same time; the best of `rounds` rounds is kept for each (the machine is
--- shared). pgbench runs in both its simple and its extended protocol mode
--- (coserve.pg sends parameters, so extended is the like-for-like one). The
--- coserve side's CPU is this process's (os.clock), per query.
+-- shared). pgbench runs in its simple, extended and prepared protocol modes
+-- (coserve.pg prepares a statement with parameters once per connection, so
+-- prepared is the like-for-like one). The coserve side's CPU is this
+-- process's (os.clock), per query.
 local secs = tonumber(arg[1]) or 5
 local build = arg[2] or "build"
 local rounds = tonumber(arg[3]) or 2
@@ -76,22 +77,24 @@ local ok, err = pcall(function()
   local best = {}
   for round = 1, rounds do
     for _, clients in ipairs({ 16, 64 }) do
-      local b = best[clients] or { coserve = 0, simple = 0, extended = 0 }
+      local b = best[clients] or { coserve = 0, simple = 0, extended = 0, prepared = 0 }
       best[clients] = b
       local tps, us = run_coserve(clients)
       if tps > b.coserve then b.coserve, b.us = tps, us end
       b.simple = math.max(b.simple, run_pgbench(clients, "simple"))
       b.extended = math.max(b.extended, run_pgbench(clients, "extended"))
-      io.stderr:write(("round %d, %d clients: coserve %.0f tps (%.1f us CPU/query), pgbench %.0f simple, %.0f extended\n")
-        :format(round, clients, tps, us, b.simple, b.extended))
+      b.prepared = math.max(b.prepared, run_pgbench(clients, "prepared"))
+      io.stderr:write(("round %d, %d clients: coserve %.0f tps (%.1f us CPU/query), pgbench %.0f simple, %.0f extended, %.0f prepared\n")
+        :format(round, clients, tps, us, b.simple, b.extended, b.prepared))
     end
   end
-  print(("%-8s %14s %20s %16s %18s %10s %10s"):format("clients", "coserve tps", "coserve CPU/query",
-        "pgbench simple", "pgbench extended", "vs simple", "vs ext."))
+  print(("%-8s %12s %18s %15s %17s %17s %10s %10s"):format("clients", "coserve tps",
+        "coserve CPU/query", "pgbench simple", "pgbench extended", "pgbench prepared", "vs simple",
+        "vs prep."))
   for _, clients in ipairs({ 16, 64 }) do
     local b = best[clients]
-    print(("%-8d %14.0f %17.1f us %16.0f %18.0f %9.2fx %9.2fx"):format(clients, b.coserve, b.us,
-          b.simple, b.extended, b.coserve / b.simple, b.coserve / b.extended))
+    print(("%-8d %12.0f %15.1f us %15.0f %17.0f %17.0f %9.2fx %9.2fx"):format(clients, b.coserve,
+          b.us, b.simple, b.extended, b.prepared, b.coserve / b.simple, b.coserve / b.prepared))
   end
 end)
 server:stop()

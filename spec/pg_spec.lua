@@ -248,6 +248,77 @@ describe("coserve.pg", function()
     end)
   end)
 
+  describe("prepared statements (statement_cache)", function()
+    local function statements(db)
+      local rows = assert(db:query("select name, statement from pg_prepared_statements order by name"))
+      local out = {}
+      for i, r in ipairs(rows) do out[i] = r.name .. ": " .. r.statement end
+      return out
+    end
+
+    it("prepares a query with parameters once per connection, then runs it prepared", function()
+      run(function()
+        local db = assert(pg.connect(server.conninfo))
+        for i = 1, 3 do assert.equal(i + 1, db:query("select $1::int + 1 as n", i)[1].n) end
+        assert.equal(7, db:query("select $1::int * $2::int as n", 7, 1)[1].n)
+        assert.same({ "coserve_1: select $1::int + 1 as n", "coserve_2: select $1::int * $2::int as n" },
+          statements(db))
+        -- A failed prepare (a syntax error) is an error like any other, and not kept.
+        local rows, err, state = db:query("selec $1", 1)
+        assert.is_nil(rows)
+        assert.matches("syntax error", err)
+        assert.equal("42601", state)
+        assert.equal(2, #statements(db))
+        -- The same text with the wrong number of arguments: the server's error.
+        assert.is_nil(db:query("select $1::int + 1 as n", 1, 2))
+        assert.equal(5, db:query("select $1::int + 1 as n", 4)[1].n)
+        db:close()
+      end)
+    end)
+
+    it("prepares nothing with statement_cache = 0, and at most statement_cache statements", function()
+      run(function()
+        local db = assert(pg.connect(server.conninfo, { statement_cache = 0 }))
+        assert.equal(2, db:query("select $1::int + 1 as n", 1)[1].n)
+        assert.same({}, statements(db))
+        db:close()
+        db = assert(pg.connect(server.conninfo, { statement_cache = 2 }))
+        for i = 1, 4 do assert.equal(i, db:query("select $1::int as n" .. i, i)[1]["n" .. i]) end
+        assert.equal(2, #statements(db))
+        db:close()
+        assert.has_error(function() pg.connect(server.conninfo, { statement_cache = "all" }) end,
+          "bad argument #2 to 'connect' (statement_cache: number >= 0 expected)")
+      end)
+    end)
+
+    it("prepares again after DEALLOCATE ALL or a change of the result's type, outside a transaction", function()
+      run(function()
+        local db = assert(pg.connect(server.conninfo))
+        assert(db:query("create temp table prep_t (a int)"))
+        assert(db:query("insert into prep_t values (1)"))
+        local q = "select * from prep_t where a = $1"
+        assert.same({ { a = 1 } }, db:query(q, 1))
+        assert(db:query("deallocate all")) -- what a pool in front may run (26000 next)
+        assert.same({ { a = 1 } }, db:query(q, 1))
+        assert(db:query("alter table prep_t add column b int")) -- 0A000 next
+        assert.same({ { a = 1, b = pg.null } }, db:query(q, 1))
+        assert.equal(1, #statements(db))
+        -- Inside a transaction block the error aborted it: no retry, the
+        -- error is the caller's, and the statement is prepared again later.
+        assert(db:query("begin"))
+        assert(db:query("alter table prep_t add column c int"))
+        local rows, err, state = db:query(q, 1)
+        assert.is_nil(rows)
+        assert.matches("cached plan must not change result type", err)
+        assert.equal("0A000", state)
+        assert(db:query("rollback"))
+        assert.same({ { a = 1, b = pg.null } }, db:query(q, 1))
+        assert.equal(1, #statements(db)) -- the stale ones were deallocated
+        db:close()
+      end)
+    end)
+  end)
+
   describe("concurrency", function()
     it("runs 20 pg_sleep(1) at once through a pool of 20 while another coroutine keeps running", function()
       run(function()

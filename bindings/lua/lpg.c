@@ -295,31 +295,16 @@ static int bad_param(lua_State *L, int idx, const char *what) {
   return luaL_error(L, "bad argument #%d to 'query' (%s)", idx, what);
 }
 
-/* conn:send(sql, ...) -> true | nil, err
- * With parameters, PQsendQueryParams: $1... travel apart from the SQL, in
- * text format, their types inferred by the server; nil and pg.null are SQL
- * NULL, booleans "t"/"f", numbers written exactly. Without parameters,
- * PQsendQuery (the simple protocol), which allows several statements.
- * Then conn:flush() until it returns true. */
-static int lpg_send(lua_State *L) {
-  PG_OPEN(L, b, pg);
-  const char *sql = luaL_checkstring(L, 2);
-  int n = lua_gettop(L) - 2;
-  pg_clear(b);
-  if (n == 0) {
-    int sent = PQsendQuery(pg, sql);
-    watch_check(b);
-    if (!sent)
-      return push_conn_error(L, pg);
-    lua_pushboolean(L, 1);
-    return 1;
-  }
+/* [-0, +1] The arguments from first on as libpq's text parameters: nil and
+ * pg.null are SQL NULL, booleans "t"/"f", numbers written exactly. The
+ * array is a Lua userdata (an argument error frees it); numbers' strings
+ * replace them on the stack, anchored until the call returns. */
+static const char **push_params(lua_State *L, int first, int n) {
   if (n > 65535)
-    return bad_param(L, 65538, "too many parameters");
-  /* The array is a Lua userdata: an argument error below frees it. */
-  const char **vals = lua_newuserdata(L, (size_t)n * sizeof *vals);
+    bad_param(L, 65538, "too many parameters");
+  const char **vals = lua_newuserdata(L, (size_t)(n > 0 ? n : 1) * sizeof *vals);
   for (int i = 0; i < n; i++) {
-    int idx = 3 + i;
+    int idx = first + i;
     char num[64];
     size_t len;
     switch (lua_type(L, idx)) {
@@ -328,7 +313,7 @@ static int lpg_send(lua_State *L) {
       break;
     case LUA_TLIGHTUSERDATA: /* pg.null, which is also cjson.null and ngx.null */
       if (lua_touserdata(L, idx) != NULL)
-        return bad_param(L, idx, "string, number, boolean or pg.null expected");
+        bad_param(L, idx, "string, number, boolean or pg.null expected");
       vals[i] = NULL;
       break;
     case LUA_TBOOLEAN:
@@ -347,25 +332,66 @@ static int lpg_send(lua_State *L) {
       else
         snprintf(num, sizeof num, "%.17g", d);
       lua_pushstring(L, num);
-      lua_replace(L, idx); /* anchored on the stack until the call returns */
+      lua_replace(L, idx);
       vals[i] = lua_tostring(L, idx);
       break;
     }
     case LUA_TSTRING:
       vals[i] = lua_tolstring(L, idx, &len);
       if (strlen(vals[i]) != len)
-        return bad_param(L, idx, "a zero byte cannot travel as text: hex-encode bytea");
+        bad_param(L, idx, "a zero byte cannot travel as text: hex-encode bytea");
       break;
     default:
-      return bad_param(L, idx, "string, number, boolean or pg.null expected");
+      bad_param(L, idx, "string, number, boolean or pg.null expected");
     }
   }
-  int sent = PQsendQueryParams(pg, sql, n, NULL, vals, NULL, NULL, 0);
+  return vals;
+}
+
+/* What the three senders return: true, or nil, err. */
+static int sent(lua_State *L, pgbox_t *b, PGconn *pg, int ok) {
   watch_check(b);
-  if (!sent)
+  if (!ok)
     return push_conn_error(L, pg);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* conn:send(sql, ...) -> true | nil, err
+ * With parameters, PQsendQueryParams: $1... travel apart from the SQL, in
+ * text format (push_params), their types inferred by the server. Without,
+ * PQsendQuery (the simple protocol), which allows several statements.
+ * Then conn:flush() until it returns true. */
+static int lpg_send(lua_State *L) {
+  PG_OPEN(L, b, pg);
+  const char *sql = luaL_checkstring(L, 2);
+  int n = lua_gettop(L) - 2;
+  pg_clear(b);
+  if (n == 0)
+    return sent(L, b, pg, PQsendQuery(pg, sql));
+  const char **vals = push_params(L, 3, n);
+  return sent(L, b, pg, PQsendQueryParams(pg, sql, n, NULL, vals, NULL, NULL, 0));
+}
+
+/* conn:prepare(name, sql) -> true | nil, err: PQsendPrepare, the types
+ * of $1... inferred by the server as send's are. */
+static int lpg_prepare(lua_State *L) {
+  PG_OPEN(L, b, pg);
+  const char *name = luaL_checkstring(L, 2);
+  const char *sql = luaL_checkstring(L, 3);
+  pg_clear(b);
+  return sent(L, b, pg, PQsendPrepare(pg, name, sql, 0, NULL));
+}
+
+/* conn:send_prepared(name, ...) -> true | nil, err: PQsendQueryPrepared,
+ * the parameters as send's. */
+static int lpg_send_prepared(lua_State *L) {
+  PG_OPEN(L, b, pg);
+  const char *name = luaL_checkstring(L, 2);
+  int n = lua_gettop(L) - 2;
+  pg_clear(b);
+  const char **vals = push_params(L, 3, n);
+  return sent(L, b, pg, PQsendQueryPrepared(pg, name, n, vals, NULL, NULL, 0));
 }
 
 /* conn:flush() -> true (all sent) | false (wait for "rw", consume, again) |
@@ -722,6 +748,7 @@ static int lpg_tostring(lua_State *L) {
 void cs__open_pg(lua_State *L, cs_runtime_t *rt) {
   static const luaL_Reg methods[] = {
       {"connect_poll", lpg_connect_poll}, {"wait", lpg_wait},     {"send", lpg_send},
+      {"prepare", lpg_prepare},           {"send_prepared", lpg_send_prepared},
       {"flush", lpg_flush},               {"consume", lpg_consume}, {"result", lpg_result},
       {"busy", lpg_busy},                 {"check", lpg_check},
       {"notify", lpg_notify},             {"cancel", lpg_cancel}, {"status", lpg_status},

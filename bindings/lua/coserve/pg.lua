@@ -84,13 +84,19 @@ end
 local DB = {}
 DB.__index = DB
 
--- pg.connect(conninfo [, { timeout = 10, query_timeout = none }]) -> db | nil, err
+-- pg.connect(conninfo [, { timeout = 10, query_timeout = none,
+--                           statement_cache = 256 }]) -> db | nil, err
 -- conninfo: "key=value ..." or a postgresql:// URI, as libpq takes them.
 function M.connect(conninfo, opts)
   if type(conninfo) ~= "string" then
     error("bad argument #1 to 'connect' (string expected)", 2)
   end
   local timeout = opts and opts.timeout or 10
+  local cache = opts and opts.statement_cache
+  if cache == nil then cache = 256 end
+  if type(cache) ~= "number" or cache < 0 then
+    error("bad argument #2 to 'connect' (statement_cache: number >= 0 expected)", 2)
+  end
   local deadline = timeout >= 0 and now() + timeout or nil
   local params, err = connect_params(conninfo)
   if not params then return nil, err end
@@ -118,6 +124,12 @@ function M.connect(conninfo, opts)
     cleaning = false, -- an interrupted query is being canceled and drained
     closed = false,
     query_timeout = opts and opts.query_timeout,
+    -- Statements with parameters, prepared once per connection: sql -> name.
+    stmts = {},
+    nstmts = 0,
+    max_stmts = cache,
+    stmt_seq = 0,     -- names are never reused (an interrupted prepare may have landed)
+    stale = {},       -- names of stale statements still on the server
   }, DB)
 end
 
@@ -229,9 +241,62 @@ local function finish_query(db, ...)
   return ...
 end
 
+-- SQLSTATEs after which a prepared statement is gone or stale: 26000
+-- (DISCARD ALL or DEALLOCATE ran: a pool in front of the server may do
+-- it), 0A000 ("cached plan must not change result type": a table it reads
+-- was altered). pgx prepares again in both cases, as here.
+local STALE = { ["26000"] = true, ["0A000"] = true }
+
+-- Deallocates the statements forget() set aside as stale, outside a
+-- transaction block (in a failed one, DEALLOCATE would fail too). true |
+-- nil, err, sqlstate
+local function sweep(db, deadline)
+  local conn = db.conn
+  local _, tx = conn:status()
+  if tx ~= "idle" then return true end
+  local stale = db.stale
+  while stale[1] do
+    local ok, err, state = exec(db, deadline, pcall(conn.send, conn, "DEALLOCATE " .. stale[#stale]))
+    if not ok and state ~= "26000" then return nil, err, state end -- 26000: gone already
+    stale[#stale] = nil
+  end
+  return true
+end
+
+-- The statement's name on this connection, prepared now if it is new
+-- (one more round trip, once): name | false (not cached: the cache is
+-- full or off) | nil, err, sqlstate (the prepare failed or was interrupted).
+local function prepared(db, deadline, sql)
+  local name = db.stmts[sql]
+  if name then return name end
+  if db.nstmts >= db.max_stmts then return false end
+  if db.stale[1] then
+    local ok, err, state = sweep(db, deadline)
+    if not ok then return nil, err, state end
+  end
+  db.stmt_seq = db.stmt_seq + 1
+  name = "coserve_" .. db.stmt_seq
+  local ok, err, state = exec(db, deadline, pcall(db.conn.prepare, db.conn, name, sql))
+  if not ok then return nil, err, state end
+  db.stmts[sql], db.nstmts = name, db.nstmts + 1
+  return name
+end
+
+-- Forgets statements the server says are gone (26000: all of them, after
+-- DISCARD ALL or DEALLOCATE ALL) or stale (sql's, set aside for sweep()).
+local function forget(db, sql, sqlstate)
+  if sqlstate == "26000" then
+    db.stmts, db.nstmts, db.stale = {}, 0, {}
+  elseif db.stmts[sql] then
+    db.stale[#db.stale + 1] = db.stmts[sql]
+    db.stmts[sql], db.nstmts = nil, db.nstmts - 1
+  end
+end
+
 -- db:query(sql, ...) -> rows, { affected =, command = } | nil, err, sqlstate
 -- With arguments, $1... are bound to them (sent apart from the SQL, never
--- interpolated); without, sql may hold several statements.
+-- interpolated), and the statement is prepared on the connection the first
+-- time (statement_cache); without, sql may hold several statements.
 function DB:query(sql, ...)
   if type(sql) ~= "string" then error("bad argument #1 to 'query' (string expected)", 2) end
   if self.closed then return nil, "closed" end
@@ -245,7 +310,23 @@ function DB:query(sql, ...)
   local qt = self.query_timeout
   local deadline = qt and qt >= 0 and now() + qt or nil
   local conn = self.conn
-  return finish_query(self, exec(self, deadline, pcall(conn.send, conn, sql, ...)))
+  if select("#", ...) == 0 then
+    return finish_query(self, exec(self, deadline, pcall(conn.send, conn, sql)))
+  end
+  for attempt = 1, 2 do
+    local name, perr, pstate = prepared(self, deadline, sql)
+    if name == nil then return finish_query(self, nil, perr, pstate) end
+    if not name then
+      return finish_query(self, exec(self, deadline, pcall(conn.send, conn, sql, ...)))
+    end
+    local rows, info, sqlstate = exec(self, deadline, pcall(conn.send_prepared, conn, name, ...))
+    if rows or not STALE[sqlstate] then return finish_query(self, rows, info, sqlstate) end
+    forget(self, sql, sqlstate)
+    -- The statement did not run. Outside a transaction block (whose error
+    -- state a retry cannot leave), it is prepared again and run, once.
+    local _, tx = conn:status()
+    if attempt == 2 or tx ~= "idle" then return finish_query(self, rows, info, sqlstate) end
+  end
 end
 
 -- db:wait_notify([timeout]) -> { channel =, payload =, pid = } | nil, err
@@ -310,7 +391,7 @@ Pool.__index = Pool
 local SLOT = {} -- handed to a waiter: a slot came free, open a connection
 
 -- pg.pool{ conninfo, size = 10, idle_timeout = 60, wait_timeout = 30,
---          timeout = 10, query_timeout = none }
+--          timeout = 10, query_timeout = none, statement_cache = 256 }
 -- At most `size` connections are open (or opening) at once; a query
 -- borrows one, and a coroutine finding all of them busy queues for
 -- wait_timeout seconds. Connections idle longer than idle_timeout (0: no
@@ -328,7 +409,8 @@ function M.pool(opts)
     size = size,
     idle_timeout = opts.idle_timeout or 60,
     wait_timeout = opts.wait_timeout or 30,
-    connect_opts = { timeout = opts.timeout, query_timeout = opts.query_timeout },
+    connect_opts = { timeout = opts.timeout, query_timeout = opts.query_timeout,
+                     statement_cache = opts.statement_cache },
     idle = {},    -- { db =, since = }, the most recently used last
     waiters = {}, -- tasks parked in acquire()
     open = 0,     -- connections open or opening, borrowed or idle
