@@ -27,9 +27,27 @@
 
 #include "internal.h"
 
+/* A client context remembers the last session of each of up to
+ * TLS_SESSIONS peers, so that a new connection to one resumes it (one
+ * round trip less, no certificate chain to check), as nginx's upstream
+ * connections do. A session is keyed by the peer's address, the name sent
+ * and checked, and whether it was checked: one verified for a name never
+ * serves another, and an unverified one never serves a verified one. The
+ * least recently used entry makes room. */
+#define TLS_SESSIONS 32
+
+typedef struct {
+  char *key;             /* NULL: a free entry */
+  SSL_SESSION *sess;
+  uint64_t used;
+} tls_session_t;
+
 struct cs_tls_s {
   SSL *ssl;              /* owns both BIOs */
   BIO *rbio, *wbio;
+  cs_tls_ctx_t *owner;   /* a client's context, which outlives it (coserve.lua
+                          * keeps client contexts for the process's life) */
+  char *key;             /* a client's session key, or NULL */
   unsigned done : 1;     /* the handshake has completed */
   unsigned shut : 1;     /* close_notify has been queued */
   char err[240];         /* why it failed: "tls: ..." */
@@ -47,6 +65,8 @@ struct cs_tls_ctx_s {
     char *name;
     SSL_CTX *ctx;
   } *sni;
+  tls_session_t sessions[TLS_SESSIONS]; /* a client's */
+  uint64_t session_clock;
 };
 
 /* "tls: " and OpenSSL's reason for the error on top of its queue (or
@@ -196,9 +216,50 @@ fail:
   return NULL;
 }
 
+/* ---- a client's sessions ---- */
+
+static tls_session_t *session_find(cs_tls_ctx_t *t, const char *key) {
+  for (int i = 0; i < TLS_SESSIONS; i++)
+    if (t->sessions[i].key && strcmp(t->sessions[i].key, key) == 0)
+      return &t->sessions[i];
+  return NULL;
+}
+
+/* OpenSSL's word that a session (a TLS 1.3 ticket comes after the
+ * handshake, in the first read) can be resumed later. Returning 1 keeps
+ * the reference it gives. */
+static int session_new_cb(SSL *ssl, SSL_SESSION *sess) {
+  cs_tls_t *tls = SSL_get_app_data(ssl);
+  if (tls == NULL || tls->key == NULL || !SSL_SESSION_is_resumable(sess))
+    return 0;
+  cs_tls_ctx_t *t = tls->owner;
+  tls_session_t *e = session_find(t, tls->key);
+  if (e == NULL) {
+    e = &t->sessions[0];
+    for (int i = 1; i < TLS_SESSIONS && e->key; i++)
+      if (t->sessions[i].key == NULL || t->sessions[i].used < e->used)
+        e = &t->sessions[i];
+    char *key = strdup(tls->key);
+    if (key == NULL)
+      return 0;
+    free(e->key);
+    e->key = key;
+  }
+  if (e->sess)
+    SSL_SESSION_free(e->sess);
+  e->sess = sess;
+  e->used = ++t->session_clock;
+  return 1;
+}
+
 void cs__tls_ctx_free(cs_tls_ctx_t *t) {
   if (t == NULL)
     return;
+  for (int i = 0; i < TLS_SESSIONS; i++) {
+    free(t->sessions[i].key);
+    if (t->sessions[i].sess)
+      SSL_SESSION_free(t->sessions[i].sess);
+  }
   for (int i = 0; i < t->nsni; i++) {
     free(t->sni[i].name);
     SSL_CTX_free(t->sni[i].ctx);
@@ -265,6 +326,10 @@ cs_tls_ctx_t *cs__tls_ctx_new(const cs_tls_config_t *cfg, char *err, size_t size
     SSL_CTX_set_tlsext_servername_callback(t->ctx, ctx_servername);
     SSL_CTX_set_tlsext_servername_arg(t->ctx, t);
   }
+  if (!cfg->is_server) {
+    SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(t->ctx, session_new_cb);
+  }
   return t;
 fail:
   if (err[0] == '\0')
@@ -279,8 +344,42 @@ void cs__tls_free(cs_conn_t *c) {
   if (c->tls == NULL)
     return;
   SSL_free(c->tls->ssl);
+  free(c->tls->key);
   free(c->tls);
   c->tls = NULL;
+}
+
+/* A client connection's session key ("verify name [address]:port"), and
+ * the session to resume from it, if t has one. Without a key (a Unix
+ * socket, no memory) the connection does a full handshake each time. */
+static void session_attach(cs_conn_t *c, cs_tls_t *tls, cs_tls_ctx_t *t, const char *name,
+                           int verify) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char host[INET6_ADDRSTRLEN] = "";
+  if (c->type != CS_CONN_TCP || uv_tcp_getpeername(&c->u.tcp, (struct sockaddr *)&ss, &len) != 0)
+    return;
+  int port;
+  if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    uv_ip4_name(a, host, sizeof host);
+    port = ntohs(a->sin_port);
+  }
+  size_t n = strlen(host) + (name ? strlen(name) : 0) + 16;
+  if ((tls->key = malloc(n)) == NULL)
+    return;
+  snprintf(tls->key, n, "%d %s [%s]:%d", verify != 0, name ? name : "", host, port);
+  tls->owner = t;
+  SSL_set_app_data(tls->ssl, tls);
+  tls_session_t *e = session_find(t, tls->key);
+  if (e && e->sess) {
+    SSL_set_session(tls->ssl, e->sess);
+    e->used = ++t->session_clock;
+  }
 }
 
 int cs__tls_attach(cs_conn_t *c, cs_tls_ctx_t *t, const char *name, int verify) {
@@ -320,6 +419,7 @@ int cs__tls_attach(cs_conn_t *c, cs_tls_ctx_t *t, const char *name, int verify) 
       }
     }
     SSL_set_verify(tls->ssl, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    session_attach(c, tls, t, name, verify);
   }
   c->tls = tls;
   return 0;
@@ -476,9 +576,11 @@ void cs__tls_shutdown(cs_conn_t *c) {
 /* [-0, +1] conn:tls()'s table. */
 void cs__tls_push_info(lua_State *L, const cs_conn_t *c) {
   SSL *ssl = c->tls->ssl;
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushstring(L, SSL_get_version(ssl));
   lua_setfield(L, -2, "version");
+  lua_pushboolean(L, SSL_session_reused(ssl));
+  lua_setfield(L, -2, "reused");
   const char *cipher = SSL_get_cipher_name(ssl);
   if (cipher) {
     lua_pushstring(L, cipher);

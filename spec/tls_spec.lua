@@ -249,6 +249,36 @@ describe("TLS", function()
       end)
     end)
 
+    it("a new connection to the same server, name and verification resumes the last session", function()
+      run(function()
+        local s = tls_server(echo)
+        -- The TLS 1.3 ticket comes after the handshake: the echo reads it.
+        local function reused(tls)
+          local c = assert(tls_client(s, tls))
+          c:send("x\n")
+          assert.equal("x", c:receive())
+          local info = c:tls()
+          c:close()
+          assert.matches("CN=localhost", info.peer_subject)
+          return info.reused
+        end
+        assert.is_false(reused())
+        assert.is_true(reused())
+        assert.is_true(reused())
+        -- Another name on the same context, or no verification: full handshakes.
+        local unverified = { verify = false, server_name = "localhost" }
+        assert.is_false(reused(unverified))
+        assert.is_true(reused(unverified))
+        assert.is_false(reused({ verify = false, server_name = "other.test" }))
+        -- TLS 1.2 sessions resume too.
+        local t12 = { ca = certs.ca, server_name = "localhost", protocols = "TLSv1.2" }
+        assert.is_false(reused(t12))
+        assert.is_true(reused(t12))
+        s:shutdown()
+        assert.equal(8, s:stats().tls_handshakes)
+      end)
+    end)
+
     it("SNI picks the certificate; ALPN negotiates http/1.1", function()
       run(function()
         local other_cert, other_key = certs.make("other", { san = "DNS:other.test" })

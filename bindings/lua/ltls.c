@@ -2,7 +2,7 @@
  *   core.tls_context(opts, is_server) -> ctx | nil, err
  *   core.tls_make_cert(opts) -> cert_pem, key_pem   (for tests: see below)
  *   conn:_tls_handshake([ctx, name, verify,] timeout) -> true | nil, err
- *   conn:tls() -> {version, cipher, alpn, server_name, peer_subject} | nil
+ *   conn:tls() -> {version, reused, cipher, alpn, server_name, peer_subject} | nil
  *   server:_settls(ctx)
  * coserve.lua turns these into the `tls` options of servers and clients
  * and conn:sslhandshake. */
