@@ -464,6 +464,29 @@ static int tls_fail(cs_conn_t *c, int ret) {
   return CS_ETLS;
 }
 
+/* A memory BIO keeps the largest size it ever had (a reset keeps it), and
+ * a handshake's flights are the largest messages most connections see:
+ * once it is over, each BIO that holds nothing is swapped for a new one,
+ * so that an idle connection does not keep them (as SSL_MODE_RELEASE_BUFFERS
+ * does for OpenSSL's own buffers). */
+static void tls_shed(cs_tls_t *tls) {
+  if (BIO_ctrl_pending(tls->rbio) == 0) {
+    BIO *r = BIO_new(BIO_s_mem());
+    if (r != NULL) {
+      BIO_set_mem_eof_return(r, -1);
+      SSL_set0_rbio(tls->ssl, r); /* frees the old one */
+      tls->rbio = r;
+    }
+  }
+  if (BIO_ctrl_pending(tls->wbio) == 0) {
+    BIO *w = BIO_new(BIO_s_mem());
+    if (w != NULL) {
+      SSL_set0_wbio(tls->ssl, w);
+      tls->wbio = w;
+    }
+  }
+}
+
 /* Takes the handshake as far as the bytes at hand allow. Returns 0 (done
  * or waiting for more) or CS_ETLS. */
 static int tls_handshake(cs_conn_t *c) {
@@ -474,7 +497,10 @@ static int tls_handshake(cs_conn_t *c) {
     tls->done = 1;
     if (c->server)
       c->server->stats.tls_handshakes++;
-    return tls_flush(c) < 0 ? CS_ETLS : 0;
+    if (tls_flush(c) < 0)
+      return CS_ETLS;
+    tls_shed(tls);
+    return 0;
   }
   int e = SSL_get_error(tls->ssl, ret);
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
