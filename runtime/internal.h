@@ -135,6 +135,7 @@ struct cs_runtime_s {
   int draining;          /* inside cs__sched_drain */
   int tearing_down;      /* cs_runtime_free: Lua objects must not touch C ones */
   int exiting;           /* a graceful shutdown has begun */
+  cs_task_t *exit_waiters; /* tasks in wait_exiting(), woken when it begins */
   int aborting;          /* cs__runtime_abort ran in this run */
   int stopped;           /* cs_runtime_stop ran in this run */
   uv_check_t check;      /* drains the ready queue after each poll */
@@ -208,6 +209,8 @@ struct cs_task_s {
   cs_wait_t gwait;       /* park()/sleep(): pushes nil, message */
   cs_wait_t jwait;       /* join(): pushes false, message */
   cs_wait_t swait;       /* sleep(): its deadline is success */
+  cs_wait_t xwait;       /* wait_exiting(): on rt->exit_waiters meanwhile */
+  cs_task_t *xnext, *xprev;
   cs_task_t *joinee;     /* join(): the task waited for */
   cs_task_t *jnext;      /* join(): next in joinee->joiners */
   cs_task_t *joiners;
@@ -244,6 +247,11 @@ int cs__yield(lua_State *L, cs_task_t *t, int nkeep, cs_task_t *after);
 /* Queues a parked task to resume with the nret values already pushed onto
  * t->co. The task runs in the next drain, never inside the caller. */
 void cs__wake(cs_task_t *t, int nret);
+/* coserve.wait_exiting([timeout]): parks t until a graceful shutdown
+ * begins (true) or timeout seconds pass (nil, "timeout"). */
+int cs__wait_exiting(lua_State *L, cs_task_t *t, double timeout);
+/* Wakes the tasks in wait_exiting(): the shutdown has begun. */
+void cs__wake_exiting(cs_runtime_t *rt);
 
 /* Gives parked t a new deadline, timeout seconds from now (< 0: none). */
 void cs__retime(cs_task_t *t, double timeout);

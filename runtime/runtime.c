@@ -243,6 +243,7 @@ void cs_runtime_shutdown(cs_runtime_t *rt, double grace) {
     n = s->next;
     cs__server_shutdown(s, grace);
   }
+  cs__wake_exiting(rt);
 }
 
 void cs__runtime_abort(cs_runtime_t *rt) {

@@ -110,6 +110,44 @@ static void task_timer_cb(uv_timer_t *timer) {
   uv_timer_start(timer, task_timer_cb, t->deadline - now, 0);
 }
 
+static void exit_unlink(cs_task_t *t) {
+  if (t->xprev)
+    t->xprev->xnext = t->xnext;
+  else
+    t->rt->exit_waiters = t->xnext;
+  if (t->xnext)
+    t->xnext->xprev = t->xprev;
+  t->xnext = t->xprev = NULL;
+}
+
+static int xwait_abort(cs_wait_t *w, lua_State *co, int err) {
+  exit_unlink((cs_task_t *)((char *)w - offsetof(cs_task_t, xwait)));
+  return cs__push_error(co, err);
+}
+
+int cs__wait_exiting(lua_State *L, cs_task_t *t, double timeout) {
+  cs_runtime_t *rt = t->rt;
+  if (rt->exiting) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  t->xprev = NULL;
+  t->xnext = rt->exit_waiters;
+  if (t->xnext)
+    t->xnext->xprev = t;
+  rt->exit_waiters = t;
+  return cs__park(L, t, &t->xwait, timeout);
+}
+
+void cs__wake_exiting(cs_runtime_t *rt) {
+  cs_task_t *t;
+  while ((t = rt->exit_waiters) != NULL) {
+    exit_unlink(t);
+    lua_pushboolean(t->co, 1);
+    cs__wake(t, 1);
+  }
+}
+
 cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front) {
   int fidx = lua_gettop(L) - nargs;
   cs_task_t *t = lua_newuserdata(L, sizeof(*t));
@@ -120,6 +158,7 @@ cs_task_t *cs__task_new(cs_runtime_t *rt, lua_State *L, int nargs, int front) {
   t->gwait.abort = gwait_abort;
   t->jwait.abort = jwait_abort;
   t->swait.abort = swait_abort;
+  t->xwait.abort = xwait_abort;
   t->co_ref = t->box_ref = LUA_NOREF;
 
   t->co = lua_newthread(L);
@@ -172,7 +211,7 @@ cs_task_t *cs__task_of(cs_runtime_t *rt, lua_State *L, const char *fname) {
  * counted at all. Hence the fresh reading, and one millisecond more. */
 void cs__retime(cs_task_t *t, double timeout) {
   if (timeout >= 0) {
-    double ms = ceil(timeout * 1000.0) + 1;
+    double ms = timeout > 0 ? ceil(timeout * 1000.0) + 1 : 0; /* 0: the next turn */
     uint64_t delay = ms > 9e15 ? (uint64_t)9e15 : (uint64_t)ms;
     uv_update_time(&t->rt->loop);
     t->deadline = uv_now(&t->rt->loop) + delay;

@@ -412,6 +412,34 @@ describe("coserve.exiting", function()
     end)
     run(function() assert.is_false(coserve.exiting()) end)
   end)
+
+  it("wait_exiting parks until the shutdown begins, or its timeout, or a cancel", function()
+    run(function()
+      assert.same({ nil, "timeout" }, { coserve.wait_exiting(0.01) })
+      local canceled = coserve.spawn(function() return coserve.wait_exiting() end)
+      local woken = {}
+      for i = 1, 3 do
+        coserve.spawn(function()
+          -- A loop that works every 10 s, and stops at once on a shutdown
+          -- (true) or a cancel; only "timeout" goes round again.
+          local ok, err
+          repeat ok, err = coserve.wait_exiting(10) until err ~= "timeout"
+          woken[i] = ok
+        end)
+      end
+      coserve.sleep(0.02)
+      canceled:cancel()
+      assert.same({ true, nil, "canceled" }, { canceled:join() })
+      assert.same({}, woken)
+      coserve.shutdown()
+      coserve.sleep(0) -- the woken tasks run
+      coserve.sleep(0)
+      assert.same({ true, true, true }, woken)
+      assert.is_true(coserve.wait_exiting()) -- at once, once it has begun
+    end)
+    -- A new run starts without a shutdown.
+    run(function() assert.same({ nil, "timeout" }, { coserve.wait_exiting(0) }) end)
+  end)
 end)
 
 describe("coserve.resolve", function()

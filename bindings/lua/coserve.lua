@@ -19,6 +19,7 @@ local M = {
   sleep = sleep,
   now = core.now,
   exiting = core.exiting,
+  wait_exiting = core.wait_exiting,
   worker_id = core.worker_id,
   stats = core.stats,
   log = core.log,

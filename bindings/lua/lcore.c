@@ -112,6 +112,13 @@ static int lcore_exiting(lua_State *L) {
   return 1;
 }
 
+/* coserve.wait_exiting([timeout]) -> true once a graceful shutdown has
+ * begun (at once if it has) | nil, "timeout" | nil, "canceled" */
+static int lcore_wait_exiting(lua_State *L) {
+  double timeout = luaL_optnumber(L, 1, -1);
+  return cs__wait_exiting(L, cs__task_current(L, "coserve.wait_exiting"), timeout);
+}
+
 static void count_handle(uv_handle_t *h, void *arg) {
   /* The runtime's own check, idle and flush timer are not the user's. */
   cs_runtime_t *rt = h->loop->data;
@@ -186,7 +193,7 @@ static const luaL_Reg core_funcs[] = {
     {"abort_all", lcore_abort_all}, {"worker_id", lcore_worker_id},
     {"run", lcore_run},         {"spawn", lcore_spawn},     {"sleep", lcore_sleep},
     {"now", lcore_now},         {"park", lcore_park},       {"wake", lcore_wake},
-    {"current", lcore_current}, {"exiting", lcore_exiting}, {"stats", lcore_stats},
+    {"current", lcore_current}, {"exiting", lcore_exiting}, {"wait_exiting", lcore_wait_exiting}, {"stats", lcore_stats},
     {"log", lcore_log},         {"log_level", lcore_log_level}, {"shutdown", lcore_shutdown},
     {"poll", lcore_poll},       {NULL, NULL}};
 

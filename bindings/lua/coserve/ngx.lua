@@ -23,6 +23,7 @@ local sub, byte, char, find, format, gsub =
 local floor = math.floor
 local bor = bit.bor
 local spawn, sleep, exiting, now = coserve.spawn, coserve.sleep, coserve.exiting, coserve.now
+local wait_exiting, max = coserve.wait_exiting, math.max
 local log = coserve.log
 
 local ngx = {}
@@ -688,26 +689,12 @@ ngx.thread = guarded({ spawn = thread_spawn, wait = thread_wait, kill = thread_k
 
 local timers_running, timers_pending = 0, 0
 
--- Timers still waiting. Once the process begins to exit (SIGTERM, a
--- reload), they fire at once with premature = true, as ngx_lua's do: a
--- watcher polls coserve.exiting() while any timer waits, and cancels their
--- waits. (coserve has no exit hook a Lua module can join; a poll every 0.2 s
--- that exists only while timers wait is the cost.)
-local waiting_timers, watching = {}, false
-
-local function watch_exit()
-  if watching then return end
-  watching = true
-  spawn(function()
-    while next(waiting_timers) ~= nil do
-      if exiting() then
-        for h in pairs(waiting_timers) do h.task:cancel() end
-        break
-      end
-      sleep(0.2)
-    end
-    watching = false
-  end)
+-- A timer's wait: its delay, cut short when the process begins to exit
+-- (SIGTERM, a reload): then it fires at once with premature = true, as
+-- ngx_lua's do. Returns premature: true unless the delay ran out.
+local function timer_wait(delay)
+  local _, err = wait_exiting(delay)
+  return err ~= "timeout" or exiting()
 end
 
 local function run_timer(cb, premature, args)
@@ -743,15 +730,12 @@ local function timer_at(delay, cb, ...)
   local args = pack(...)
   local h = setmetatable({ canceled = false, task = false }, TimerHandle)
   timers_pending = timers_pending + 1
-  waiting_timers[h] = true
   h.task = spawn(function()
-    local ok = sleep(delay)
+    local premature = timer_wait(delay)
     timers_pending = timers_pending - 1
-    waiting_timers[h] = nil
     if h.canceled then return end
-    run_timer(cb, not ok or exiting(), args)
+    run_timer(cb, premature, args)
   end)
-  if waiting_timers[h] then watch_exit() end
   return h
 end
 
@@ -765,24 +749,20 @@ local function timer_every(delay, cb, ...)
   local args = pack(...)
   local h = setmetatable({ canceled = false, task = false }, TimerHandle)
   timers_pending = timers_pending + 1
-  waiting_timers[h] = true
   h.task = spawn(function()
     local due = now() + delay
     while true do
-      local ok = sleep(due - now())
+      local premature = timer_wait(max(0, due - now()))
       if h.canceled then break end
-      if not ok or exiting() then
-        waiting_timers[h] = nil
+      if premature then
         run_timer(cb, true, args)
         break
       end
       spawn(run_timer, cb, false, args)
       due = due + delay
     end
-    waiting_timers[h] = nil
     timers_pending = timers_pending - 1
   end)
-  watch_exit()
   return h
 end
 
