@@ -18,17 +18,29 @@ static int dns_abort(cs_wait_t *w, lua_State *co, int err) {
   return cs__push_error(co, err);
 }
 
+int cs__addr_name(const struct sockaddr *sa, char *ip, size_t size) {
+  if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(a, ip, size);
+    return ntohs(a->sin6_port);
+  }
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+    uv_ip4_name(a, ip, size);
+    return ntohs(a->sin_port);
+  }
+  if (size > 0)
+    ip[0] = '\0';
+  return -1;
+}
+
 /* [-0, +1] pushes the addresses of res, each once, in resolver order. */
 static void push_addresses(lua_State *L, const struct addrinfo *res) {
   lua_newtable(L);
   int n = 0;
   for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
     char ip[64];
-    if (ai->ai_family == AF_INET)
-      uv_ip4_name((const struct sockaddr_in *)ai->ai_addr, ip, sizeof ip);
-    else if (ai->ai_family == AF_INET6)
-      uv_ip6_name((const struct sockaddr_in6 *)ai->ai_addr, ip, sizeof ip);
-    else
+    if (cs__addr_name(ai->ai_addr, ip, sizeof ip) < 0)
       continue;
     int seen = 0;
     for (int i = 1; i <= n && !seen; i++) {

@@ -375,6 +375,9 @@ int cs__conn_connect(lua_State *L, cs_conn_t *c, const struct sockaddr *addr,
 /* [-0, +1|2] coserve.resolve's body: parks, then returns a list of
  * address strings or nil, err. family: AF_UNSPEC, AF_INET or AF_INET6. */
 int cs__resolve(lua_State *L, const char *host, int family);
+/* An IPv4 or IPv6 address as text into ip (64 bytes are enough); returns
+ * its port, or -1 (and "") for another family. */
+int cs__addr_name(const struct sockaddr *sa, char *ip, size_t size);
 
 /* ---- servers (tcp.c) ---- */
 

@@ -311,17 +311,10 @@ int cs__activation_matches(int fd, const char *host, int port, int is_unix) {
     struct sockaddr_un *un = (struct sockaddr_un *)&ss;
     return ss.ss_family == AF_UNIX && strcmp(un->sun_path, host) == 0;
   }
-  char ip[64] = "";
-  int p = 0;
-  if (ss.ss_family == AF_INET) {
-    uv_ip4_name((struct sockaddr_in *)&ss, ip, sizeof ip);
-    p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
-    p = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-  } else {
+  char ip[64];
+  int p = cs__addr_name((struct sockaddr *)&ss, ip, sizeof ip);
+  if (p < 0)
     return 0;
-  }
   /* The literal as given must name the same address: compare parsed forms. */
   struct sockaddr_storage want;
   char norm[64] = "";

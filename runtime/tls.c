@@ -356,19 +356,12 @@ static void session_attach(cs_conn_t *c, cs_tls_t *tls, cs_tls_ctx_t *t, const c
                            int verify) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
-  char host[INET6_ADDRSTRLEN] = "";
+  char host[64];
   if (c->type != CS_CONN_TCP || uv_tcp_getpeername(&c->u.tcp, (struct sockaddr *)&ss, &len) != 0)
     return;
-  int port;
-  if (ss.ss_family == AF_INET6) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    uv_ip6_name(a, host, sizeof host);
-    port = ntohs(a->sin6_port);
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    uv_ip4_name(a, host, sizeof host);
-    port = ntohs(a->sin_port);
-  }
+  int port = cs__addr_name((struct sockaddr *)&ss, host, sizeof host);
+  if (port < 0)
+    return;
   size_t n = strlen(host) + (name ? strlen(name) : 0) + 16;
   if ((tls->key = malloc(n)) == NULL)
     return;

@@ -69,18 +69,11 @@ static void udp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 /* [-0, +1|3] pushes an address's ip (and port, with the port). */
 static int push_addr(lua_State *L, const struct sockaddr *sa, int with_port) {
-  char ip[64] = "";
-  int port = 0;
-  if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(a, ip, sizeof ip);
-    port = ntohs(a->sin6_port);
-  } else if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
-    uv_ip4_name(a, ip, sizeof ip);
-    port = ntohs(a->sin_port);
-  }
+  char ip[64];
+  int port = cs__addr_name(sa, ip, sizeof ip);
   lua_pushstring(L, ip);
+  if (port < 0)
+    port = 0;
   if (!with_port)
     return 1;
   lua_pushinteger(L, port);

@@ -171,16 +171,7 @@ static int push_name(lua_State *L, cs_conn_t *c, int peer) {
   if (rc != 0)
     return cs__push_error(L, rc);
   char ip[64];
-  int port;
-  if (ss.ss_family == AF_INET6) {
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    uv_ip6_name(a, ip, sizeof ip);
-    port = ntohs(a->sin6_port);
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    uv_ip4_name(a, ip, sizeof ip);
-    port = ntohs(a->sin_port);
-  }
+  int port = cs__addr_name((struct sockaddr *)&ss, ip, sizeof ip);
   lua_pushstring(L, ip);
   lua_pushinteger(L, port);
   return 2;
