@@ -482,4 +482,22 @@ describe("coserve.testing", function()
     assert.matches("left 1 task", err)
     assert.equal(0, core.stats().tasks)
   end)
+
+  it("fails a case that keeps a connection open, and that case only", function()
+    local kept
+    local ok, err = pcall(testing.run, function()
+      local s = testing.server(function(conn) conn:receive() end)
+      kept = assert(testing.connect(s))
+      -- The server's side closes when the server shuts down; the client's
+      -- is kept outside the case.
+      s:shutdown()
+    end)
+    assert.is_false(ok)
+    assert.matches("test left 1 handle%(s%), 1 connection%(s%), 0 task%(s%) open", err)
+    -- The next case does not inherit the failure.
+    testing.run(function() coserve.sleep(0) end)
+    kept:close()
+    testing.run(function() coserve.sleep(0) end)
+    assert.equal(0, core.stats().connections)
+  end)
 end)

@@ -33,6 +33,8 @@ end
 -- testing.run(fn [, {timeout = 5}]) -> fn's results
 function M.run(fn, opts)
   local timeout = opts and opts.timeout or 5
+  -- What an earlier case left open is that case's failure, not this one's.
+  local before = core.stats()
   local failure
   local results = coserve.run(function()
     local body = coserve.spawn(fn)
@@ -62,9 +64,10 @@ function M.run(fn, opts)
   end)
   if failure then error(failure, 2) end
   local stats = core.stats()
-  if stats.handles > 0 or stats.connections > 0 or stats.tasks > 0 then
+  local handles, conns = stats.handles - before.handles, stats.connections - before.connections
+  if handles > 0 or conns > 0 or stats.tasks > 0 then
     error(("test left %d handle(s), %d connection(s), %d task(s) open")
-      :format(stats.handles, stats.connections, stats.tasks), 2)
+      :format(handles, conns, stats.tasks), 2)
   end
   return unpack(results, 2, results.n)
 end
