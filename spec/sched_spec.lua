@@ -493,7 +493,7 @@ describe("coserve.testing", function()
       s:shutdown()
     end)
     assert.is_false(ok)
-    assert.matches("test left 1 handle%(s%), 1 connection%(s%), 0 task%(s%) open", err)
+    assert.matches("test left 1 handle%(s%), 1 connection%(s%), 0 task%(s%) open %(open handles: tcp", err)
     -- The next case does not inherit the failure.
     testing.run(function() coserve.sleep(0) end)
     kept:close()

@@ -119,28 +119,45 @@ static int lcore_wait_exiting(lua_State *L) {
   return cs__wait_exiting(L, cs__task_current(L, "coserve.wait_exiting"), timeout);
 }
 
+typedef struct {
+  int n;
+  size_t len;
+  char kinds[256]; /* "tcp active, timer unref", for a test's failure */
+} handle_walk_t;
+
 static void count_handle(uv_handle_t *h, void *arg) {
   /* The runtime's own check, idle and flush timer are not the user's. */
   cs_runtime_t *rt = h->loop->data;
+  handle_walk_t *w = arg;
   if (h == (uv_handle_t *)&rt->check || h == (uv_handle_t *)&rt->idle ||
-      h == (uv_handle_t *)&rt->flush_timer)
+      h == (uv_handle_t *)&rt->flush_timer || uv_is_closing(h))
     return;
-  if (!uv_is_closing(h))
-    (*(int *)arg)++;
+  w->n++;
+  if (w->len + 40 < sizeof w->kinds)
+    w->len += (size_t)snprintf(w->kinds + w->len, sizeof w->kinds - w->len, "%s%s%s%s",
+                               w->len ? ", " : "", uv_handle_type_name(h->type),
+                               uv_is_active(h) ? " active" : "", uv_has_ref(h) ? "" : " unref");
 }
 
-/* core.stats() -> {tasks =, connections =, handles =}: what is alive. */
+/* core.stats() -> {tasks =, connections =, handles =, handle_kinds =}:
+ * what is alive; handle_kinds names the handles' libuv types ("tcp
+ * active, timer unref"). */
 static int lcore_stats(lua_State *L) {
   cs_runtime_t *rt = cs__runtime_get(L);
-  int handles = 0;
-  uv_walk(&rt->loop, count_handle, &handles);
-  lua_createtable(L, 0, 3);
+  handle_walk_t w;
+  w.n = 0;
+  w.len = 0;
+  w.kinds[0] = '\0';
+  uv_walk(&rt->loop, count_handle, &w);
+  lua_createtable(L, 0, 4);
   lua_pushinteger(L, rt->ntasks);
   lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, rt->nconns);
   lua_setfield(L, -2, "connections");
-  lua_pushinteger(L, handles);
+  lua_pushinteger(L, w.n);
   lua_setfield(L, -2, "handles");
+  lua_pushlstring(L, w.kinds, w.len);
+  lua_setfield(L, -2, "handle_kinds");
   return 1;
 }
 

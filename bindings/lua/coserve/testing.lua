@@ -66,8 +66,8 @@ function M.run(fn, opts)
   local stats = core.stats()
   local handles, conns = stats.handles - before.handles, stats.connections - before.connections
   if handles > 0 or conns > 0 or stats.tasks > 0 then
-    error(("test left %d handle(s), %d connection(s), %d task(s) open")
-      :format(handles, conns, stats.tasks), 2)
+    error(("test left %d handle(s), %d connection(s), %d task(s) open (open handles: %s)")
+      :format(handles, conns, stats.tasks, stats.handle_kinds), 2)
   end
   return unpack(results, 2, results.n)
 end
