@@ -97,7 +97,8 @@ struct master_s {
   uv_signal_t sigusr1;    /* reopen the access logs: passed to the workers */
   uv_timer_t kill_timer;  /* SIGKILLs what is left after the grace period */
   char exe[4096];
-  char **env;             /* environ plus COSERVE_WORKER=<id> and the fds */
+  char **env;             /* environ plus COSERVE_WORKER=<id>, the fds and ... */
+  char workers_env[32];   /* ... COSERVE_WORKERS=<n> */
   size_t env_len;
   lsock_t *lsocks;        /* the listening sockets the workers asked for */
   uv_timer_t orphan_timer; /* closes those no running worker holds */
@@ -604,6 +605,7 @@ static int worker_start(worker_t *w) {
   m->env[m->env_len] = id; /* the slots reserved for them; copied by uv_spawn */
   m->env[m->env_len + 1] = "COSERVE_NOTIFY_FD=3";
   m->env[m->env_len + 2] = "COSERVE_MASTER_FD=4";
+  m->env[m->env_len + 3] = m->workers_env;
   uv_stdio_container_t stdio[5];
   for (int i = 0; i < 3; i++) {
     stdio[i].flags = UV_INHERIT_FD;
@@ -724,7 +726,7 @@ int cs_master_run(const cs_master_opts_t *opts) {
   size_t envc = 0;
   while (environ[envc])
     envc++;
-  m.env = calloc(envc + 4, sizeof *m.env);
+  m.env = calloc(envc + 5, sizeof *m.env);
   m.workers = calloc(2 * (size_t)m.n, sizeof *m.workers);
   if (m.env == NULL || m.workers == NULL || uv_loop_init(&m.loop) != 0) {
     free(m.env);
@@ -735,8 +737,10 @@ int cs_master_run(const cs_master_opts_t *opts) {
   for (size_t i = 0; i < envc; i++)
     if (strncmp(environ[i], "COSERVE_WORKER=", 15) != 0 &&
         strncmp(environ[i], "COSERVE_NOTIFY_FD=", 18) != 0 &&
-        strncmp(environ[i], "COSERVE_MASTER_FD=", 18) != 0)
+        strncmp(environ[i], "COSERVE_MASTER_FD=", 18) != 0 &&
+        strncmp(environ[i], "COSERVE_WORKERS=", 16) != 0)
       m.env[m.env_len++] = environ[i];
+  snprintf(m.workers_env, sizeof m.workers_env, "COSERVE_WORKERS=%d", m.n);
 
   FILE *pf = NULL;
   if (opts->pid_file && (pf = fopen(opts->pid_file, "w")) != NULL) {

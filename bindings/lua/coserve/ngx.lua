@@ -779,36 +779,10 @@ do
   getpid = ok and function() return tonumber(f()) end or function() return 0 end
 end
 
--- The worker count of `coserve -w N`, read once from the master's command
--- line (/proc: Linux).
-local worker_count
+-- The worker count of `coserve -w N` (or `-w auto`): the master puts it
+-- in each worker's environment, COSERVE_WORKERS. 1 without workers.
 local function count_workers()
-  if worker_count then return worker_count end
-  worker_count = 1
-  if coserve.worker_id() > 0 then
-    -- The master keeps -w N for itself: read it from the parent's line.
-    local stat = io.open("/proc/self/stat", "rb")
-    local ppid = stat and stat:read("*a"):match("^%d+ %b() %S+ (%d+)")
-    if stat then stat:close() end
-    local f = ppid and io.open("/proc/" .. ppid .. "/cmdline", "rb")
-    local cmd = f and f:read("*a") or ""
-    if f then f:close() end
-    local args, i = {}, 0
-    for a in cmd:gmatch("([^%z]*)%z") do
-      i = i + 1
-      args[i] = a
-    end
-    for j = 1, i do
-      local a = args[j]
-      local v = (a == "-w" or a == "--workers") and args[j + 1]
-        or a:match("^%-%-workers=(%d+)$") or a:match("^%-w(%d+)$")
-      if v and tonumber(v) then
-        worker_count = tonumber(v)
-        break
-      end
-    end
-  end
-  return worker_count
+  return coserve.worker_id() > 0 and tonumber(os.getenv("COSERVE_WORKERS")) or 1
 end
 
 ngx.worker = guarded({
