@@ -78,23 +78,6 @@ start_redis() {
     die "redis-server did not listen on 127.0.0.1:$REDIS_PORT (see $REDIS_DIR/redis.log)"
 }
 
-# The busy jiffies of CPU 0 and 1 and of the server process around a client
-# command: BUSY0, BUSY1, SRV (fractions) and BUSY_S (CPU 0's busy seconds);
-# the command's stdout in MEASURED_OUT.
-redis_measure() {
-    local a0 a1 b0 b1 p0 p1
-    a0=$(cpu_ticks "$SERVER_CPU"); a1=$(cpu_ticks "$CLIENT_CPU"); p0=$(proc_ticks "${SERVER_PID:-0}")
-    MEASURED_OUT=$("$@" 2>>"$LOG" || true)
-    b0=$(cpu_ticks "$SERVER_CPU"); b1=$(cpu_ticks "$CLIENT_CPU"); p1=$(proc_ticks "${SERVER_PID:-0}")
-    read -r BUSY0 BUSY1 SRV BUSY_S < <(
-        awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" -v p0="$p0" -v p1="$p1" \
-            -v hz="$(getconf CLK_TCK)" 'BEGIN {
-            split(a0, x, " "); split(b0, y, " "); split(a1, u, " "); split(b1, v, " ")
-            d0 = y[2] - x[2]; d1 = v[2] - u[2]
-            printf "%.3f %.3f %.3f %.3f\n", (d0 > 0 ? (y[1] - x[1]) / d0 : 0),
-                (d1 > 0 ? (v[1] - u[1]) / d1 : 0), (d0 > 0 ? (p1 - p0) / d0 : 0), (y[1] - x[1]) / hz }')
-}
-
 # redis_run SERVER CONNS: one measured wrk run against a fresh server.
 redis_run() {
     local s=$1 c=$2 port bg line n url
@@ -109,7 +92,7 @@ redis_run() {
         run_client $((${BENCH_WARMUP%.*} + 30)) wrk -t1 -c"$c" -d"${BENCH_WARMUP}s" "$url" >>"$LOG" 2>&1 || true
     fi
     echo "== redis $s c=$c measured" >>"$LOG"
-    redis_measure run_client $((${BENCH_SECONDS%.*} + 30)) wrk -t1 -c"$c" -d"${BENCH_SECONDS}s" \
+    busy_measure run_client $((${BENCH_SECONDS%.*} + 30)) wrk -t1 -c"$c" -d"${BENCH_SECONDS}s" \
         --timeout 5s -s bench/http_wrk.lua "$url"
     printf '%s\n' "$MEASURED_OUT" >>"$LOG"
     line=$(grep '^requests=' <<<"$MEASURED_OUT" || true)
@@ -136,7 +119,7 @@ redis_ceiling() {
     for t in set get; do
         wait_quiet >/dev/null
         SERVER_PID=0
-        redis_measure timeout 120 taskset -c "$SERVER_CPU" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" \
+        busy_measure timeout 120 taskset -c "$SERVER_CPU" redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" \
             -c "$REDIS_CONNS" -n "$REDIS_BENCH_N" -t "$t" -q --csv
         echo "redis-benchmark $t: $MEASURED_OUT cpu0_busy=$BUSY0 cpu1_busy=$BUSY1 busy_s=$BUSY_S" >>"$LOG"
         rps=$(tail -n 1 <<<"$MEASURED_OUT" | awk -F'"' '{ print $4 }')

@@ -107,23 +107,6 @@ tls_smoke() {
     [[ $out == "Hello, World!" ]]
 }
 
-# The busy jiffies of CPU 0 and 1 and of the server process around a client
-# command: sets BUSY0 (fraction), BUSY1, SRV (fraction) and BUSY_S (CPU 0's
-# busy seconds).
-tls_measure() { # CMD... (its stdout -> MEASURED_OUT)
-    local a0 a1 b0 b1 p0 p1
-    a0=$(cpu_ticks "$SERVER_CPU"); a1=$(cpu_ticks "$CLIENT_CPU"); p0=$(proc_ticks "$SERVER_PID")
-    MEASURED_OUT=$("$@" 2>>"$LOG" || true)
-    b0=$(cpu_ticks "$SERVER_CPU"); b1=$(cpu_ticks "$CLIENT_CPU"); p1=$(proc_ticks "$SERVER_PID")
-    read -r BUSY0 BUSY1 SRV BUSY_S < <(
-        awk -v a0="$a0" -v b0="$b0" -v a1="$a1" -v b1="$b1" -v p0="$p0" -v p1="$p1" \
-            -v hz="$(getconf CLK_TCK)" 'BEGIN {
-            split(a0, x, " "); split(b0, y, " "); split(a1, u, " "); split(b1, v, " ")
-            d0 = y[2] - x[2]; d1 = v[2] - u[2]
-            printf "%.3f %.3f %.3f %.3f\n", (d0 > 0 ? (y[1] - x[1]) / d0 : 0),
-                (d1 > 0 ? (v[1] - u[1]) / d1 : 0), (d0 > 0 ? (p1 - p0) / d0 : 0), (y[1] - x[1]) / hz }')
-}
-
 # tls_run SERVER CASE: one measured run against a fresh server.
 tls_run() {
     local s=$1 c=$2 port bg line k url n conns extra=()
@@ -136,7 +119,7 @@ tls_run() {
     for k in $ROUND_KEYS; do R[$s,$c,$k]="-"; done
     if [[ $c == bulk ]]; then
         log "${NAME[$s]}: bulk, $TLS_BULK_BYTES bytes over one TLS connection (curl)"
-        tls_measure run_client 300 curl -sk --http1.1 --tlsv1.3 -o /dev/null \
+        busy_measure run_client 300 curl -sk --http1.1 --tlsv1.3 -o /dev/null \
             -w 'bytes=%{size_download} seconds=%{time_total} status=%{http_code}\n' "${url}bulk"
         line=$MEASURED_OUT
         stop_server "$SERVER_PID"
@@ -147,7 +130,7 @@ tls_run() {
         R[$s,$c,metric]=$(awk -v b="${R[$s,$c,bytes]:-0}" -v t="$BUSY_S" 'BEGIN { if (t > 0) printf "%.0f", b / t / 1e6; else print "n/a" }')
     elif [[ $c == hs ]]; then
         log "${NAME[$s]}: hs, full handshakes, $TLS_HS_CONNS connections at a time, ${BENCH_SECONDS}s"
-        tls_measure run_client $((${BENCH_SECONDS%.*} + 30)) "$COSERVE_BIN" bench/tls_handshakes.lua \
+        busy_measure run_client $((${BENCH_SECONDS%.*} + 30)) "$COSERVE_BIN" bench/tls_handshakes.lua \
             "$port" "$TLS_HS_CONNS" "$BENCH_SECONDS"
         line=$MEASURED_OUT
         stop_server "$SERVER_PID"
@@ -168,7 +151,7 @@ tls_run() {
                 "${extra[@]}" "$url" >>"$LOG" 2>&1 || true
         fi
         echo "== tls $s $c measured" >>"$LOG"
-        tls_measure run_client $((${BENCH_SECONDS%.*} + 30)) wrk -t1 -c"$conns" -d"${BENCH_SECONDS}s" \
+        busy_measure run_client $((${BENCH_SECONDS%.*} + 30)) wrk -t1 -c"$conns" -d"${BENCH_SECONDS}s" \
             --timeout 5s "${extra[@]}" -s bench/http_wrk.lua "$url"
         printf '%s\n' "$MEASURED_OUT" >>"$LOG"
         line=$(grep '^requests=' <<<"$MEASURED_OUT" || true)

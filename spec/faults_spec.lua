@@ -7,14 +7,6 @@ local testing = require "coserve.testing"
 local proc = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./")
                     .. "support/process.lua")
 
-local function children(pid)
-  local f = io.popen("pgrep -P " .. pid)
-  local list = {}
-  for line in f:lines() do list[#list + 1] = tonumber(line) end
-  f:close()
-  return list
-end
-
 -- The sockets a process holds (/proc/PID/fd links to "socket:[inode]").
 local function sockets(pid)
   local f = io.popen("ls -l /proc/" .. pid .. "/fd 2>/dev/null")
@@ -91,11 +83,8 @@ describe("faults under load", function()
       local port = proc.free_port()
       local p = proc.start({ proc.BIN, "-w", "2", dir .. "/app.lua", tostring(port) })
       finally(function() p:stop() end)
-      assert(proc.poll(10, function()
-        local _, n = p:stderr():gsub("info: listening", "")
-        return n >= 2
-      end), "the workers did not start: " .. p:stderr())
-      local before = children(p.pid)
+      assert(p:wait_count("info: listening", 2, 10), "the workers did not start: " .. p:stderr())
+      local before = proc.children(p.pid)
       assert.equal(2, #before)
       local victim, survivor = before[1], before[2]
       local idle_sockets = sockets(victim)
@@ -142,7 +131,7 @@ describe("faults under load", function()
       -- The master logged the death and started a new worker, which serves.
       assert.matches("worker %d died by signal 9", p:stderr())
       local replacement
-      for _, k in ipairs(children(p.pid)) do
+      for _, k in ipairs(proc.children(p.pid)) do
         if k ~= victim and k ~= survivor then replacement = k end
       end
       assert.is_not_nil(replacement, "no new worker\n" .. p:stderr())

@@ -172,10 +172,7 @@ describe("http.metrics under -w 2", function()
     local port = proc.free_port()
     local p = proc.start({ proc.BIN, "-w", "2", dir .. "/app.lua", tostring(port) })
     finally(function() p:stop() proc.rmdir(dir) end)
-    assert(proc.poll(5, function()
-      local _, n = p:stderr():gsub("info: listening", "")
-      return n >= 2
-    end), p:stderr())
+    assert(p:wait_count("info: listening", 2, 5), p:stderr())
     local by_worker = {}
     run(function()
       for _ = 1, 200 do

@@ -27,6 +27,15 @@ local function with_http(opts, routes, fn)
   end)
 end
 
+-- The drain's answer to a request it serves: the whole response, with
+-- "connection: close".
+local function served_then_closed(c)
+  local status, headers, body = read_response(c)
+  assert.equal(200, status)
+  assert.equal("served", body)
+  assert.equal("close", headers.connection)
+end
+
 -- A peer in another process that answers one line and then keeps the
 -- connection open until it is killed. arg[1]: "tcp" or a unix path.
 local HOLDER_APP = [[
@@ -233,10 +242,7 @@ print(assert(c:receive()))
         local t = coserve.now() + 0.2
         while coserve.now() < t do end
         app:shutdown(5)
-        local status, headers, body = read_response(c)
-        assert.equal(200, status)
-        assert.equal("served", body)
-        assert.equal("close", headers.connection)
+        served_then_closed(c)
       end)
     end)
 
@@ -247,10 +253,7 @@ print(assert(c:receive()))
         coserve.sleep(0.05) -- accepted: a reload's old worker may hold such a one
         app:shutdown(5)
         assert(c:send("GET / HTTP/1.1\r\nHost: t\r\n\r\n"))
-        local status, headers, body = read_response(c)
-        assert.equal(200, status)
-        assert.equal("served", body)
-        assert.equal("close", headers.connection)
+        served_then_closed(c)
       end)
     end)
 

@@ -48,14 +48,6 @@ local function echo(ended)
   end
 end
 
-local function children(pid)
-  local f = io.popen("pgrep -P " .. pid)
-  local list = {}
-  for line in f:lines() do list[#list + 1] = tonumber(line) end
-  f:close()
-  return list
-end
-
 describe("TLS with peers nobody here wrote", function()
   local certs
   setup(function() certs = testing.tls() end)
@@ -427,10 +419,7 @@ describe("TLS with peers nobody here wrote", function()
       local p = proc.start({ proc.BIN, "-w", "2", "--grace", "5", dir .. "/app.lua",
                              tostring(port), dir })
       finally(function() p:stop() proc.rmdir(dir) end)
-      assert(proc.poll(5, function()
-        local _, n = p:stderr():gsub("info: listening", "")
-        return n >= 2
-      end), "the workers did not start: " .. p:stderr())
+      assert(p:wait_count("info: listening", 2, 5), "the workers did not start: " .. p:stderr())
       testing.run(function()
         local subject = proc.poll(5, function() return peer_subject(port) end)
         assert.matches("CN=first", subject)
@@ -463,7 +452,7 @@ describe("TLS with peers nobody here wrote", function()
       assert.matches("Verify return code: 0 %(ok%)", r.out)
       -- A broken certificate at the next reload: the new workers cannot
       -- start, the reload fails and says why, the others keep serving.
-      assert(proc.poll(10, function() return #children(p.pid) == 2 end),
+      assert(proc.poll(10, function() return #proc.children(p.pid) == 2 end),
         "the old workers did not exit")
       proc.write(dir .. "/server.pem", "not a certificate\n")
       p:signal("HUP")

@@ -20,14 +20,6 @@ local APP = [[
 
 local free_port = proc.free_port
 
-local function children(pid)
-  local f = io.popen("pgrep -P " .. pid)
-  local list = {}
-  for line in f:lines() do list[#list + 1] = tonumber(line) end
-  f:close()
-  return list
-end
-
 local function alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == 0 end
 
 -- Starts `coserve -w 2 app.lua PORT` and waits until both workers listen.
@@ -41,10 +33,7 @@ local function start_master(extra)
   argv[#argv + 1] = tostring(port)
   local p = proc.start(argv)
   finally(function() p:stop() proc.rmdir(dir) end)
-  assert(proc.poll(5, function()
-    local _, n = p:stderr():gsub("info: listening", "")
-    return n >= 2
-  end), "the workers did not start: " .. p:stderr())
+  assert(p:wait_count("info: listening", 2, 5), "the workers did not start: " .. p:stderr())
   return p, port, dir
 end
 
@@ -85,7 +74,7 @@ describe("coserve -w N", function()
 
   it("restarts a worker killed with -9 while the other keeps serving its clients", function()
     local p, port = start_master()
-    local before = children(p.pid)
+    local before = proc.children(p.pid)
     assert.equal(2, #before)
     testing.run(function()
       -- Keep-alive clients; find one on each worker.
@@ -110,7 +99,7 @@ describe("coserve -w N", function()
       -- A new worker is serving within 2 s.
       local replaced
       for _ = 1, 40 do
-        local kids = children(p.pid)
+        local kids = proc.children(p.pid)
         for _, k in ipairs(kids) do
           if k ~= victim and k ~= survivor then replaced = k end
         end
@@ -126,7 +115,7 @@ describe("coserve -w N", function()
 
   it("SIGTERM lets a 1 s request finish, then the master exits 0 and no worker is left", function()
     local p, port = start_master({ "--grace", "5" })
-    local kids = children(p.pid)
+    local kids = proc.children(p.pid)
     testing.run(function()
       local slow = coserve.spawn(function() return ask(port, "/slow") end)
       coserve.sleep(0.2)
@@ -195,11 +184,8 @@ describe("coserve -w N", function()
 
     local function reload(p, r)
       p:signal("HUP")
-      assert(proc.poll(10, function()
-        local _, n = p:stderr():gsub("new worker%(s%) ready", "")
-        return n >= r
-      end), "reload " .. r .. ": " .. p:stderr())
-      assert(proc.poll(10, function() return #children(p.pid) == 2 end),
+      assert(p:wait_count("new worker%(s%) ready", r, 10), "reload " .. r .. ": " .. p:stderr())
+      assert(proc.poll(10, function() return #proc.children(p.pid) == 2 end),
         "reload " .. r .. ": the old workers did not exit")
     end
 
@@ -239,7 +225,7 @@ describe("coserve -w N", function()
       assert(proc.poll(5, function() return #ports(p) >= 2 end), p:stderr())
       local port = tonumber(ports(p)[1]:match("^%d+"))
       local function census()
-        local kids = children(p.pid)
+        local kids = proc.children(p.pid)
         local counts = {}
         for i, k in ipairs(kids) do counts[i] = fds(k) end
         table.sort(counts)
@@ -282,10 +268,7 @@ describe("coserve -w N", function()
       ]]):format(port))
       local p = proc.start({ proc.BIN, "-w", "2", "--grace", "1", dir .. "/app.lua" })
       finally(function() p:stop() proc.rmdir(dir) end)
-      assert(proc.poll(5, function()
-        local _, n = p:stderr():gsub("stopped listening", "")
-        return n >= 2
-      end), p:stderr())
+      assert(p:wait_count("stopped listening", 2, 5), p:stderr())
       testing.run(function()
         -- The master closes the sockets a moment after the last release;
         -- until then a connection may queue, never after.
@@ -318,10 +301,7 @@ describe("coserve -w N", function()
       ]]):format(path))
       local p = proc.start({ proc.BIN, "-w", "2", "--grace", "1", dir .. "/app.lua" })
       finally(function() p:stop() proc.rmdir(dir) end)
-      assert(proc.poll(5, function()
-        local _, n = p:stderr():gsub("info: listening", "")
-        return n >= 2
-      end), p:stderr())
+      assert(p:wait_count("info: listening", 2, 5), p:stderr())
       local function both(v)
         local seen = {}
         for _ = 1, 400 do
@@ -407,10 +387,7 @@ sys.exit(r.returncode)
       local p = proc.start({ proc.BIN, "-w", "2", "--grace", "5", dir .. "/app.lua",
                              tostring(port), tostring(echo_port) })
       finally(function() p:stop() proc.rmdir(dir) end)
-      assert(proc.poll(5, function()
-        local _, n = p:stderr():gsub("info: listening", "")
-        return n >= 2
-      end), p:stderr())
+      assert(p:wait_count("info: listening", 2, 5), p:stderr())
       return p, port, echo_port, dir
     end
 
@@ -548,12 +525,9 @@ sys.exit(r.returncode)
         for r = 1, 3 do
           proc.write(dir .. "/app.lua", (RELOAD_APP:gsub('"v1"', '"v' .. r % 2 + 1 .. '"')))
           p:signal("HUP")
-          assert(proc.poll(10, function()
-            local _, n = p:stderr():gsub("new worker%(s%) ready", "")
-            return n >= r
-          end), "reload " .. r .. ": " .. p:stderr())
+          assert(p:wait_count("new worker%(s%) ready", r, 10), "reload " .. r .. ": " .. p:stderr())
           -- The next SIGHUP is taken once the old generation has drained.
-          assert(proc.poll(10, function() return #children(p.pid) == 2 end),
+          assert(proc.poll(10, function() return #proc.children(p.pid) == 2 end),
             "reload " .. r .. ": the old workers did not exit")
           reloads = r
           coserve.sleep(math.max(0, t0 + r - coserve.now())) -- one a second

@@ -18,6 +18,15 @@ M.BUILD = os.getenv("COSERVE_BUILD") or "build"
 -- The repository root, from where this file is: spec/support/process.lua.
 M.ROOT = (debug.getinfo(1, "S").source:match("^@(.*)/spec/support/[^/]*$")) or "."
 
+-- The PIDs of pid's children (a master's workers), as pgrep lists them.
+function M.children(pid)
+  local f = io.popen("pgrep -P " .. pid)
+  local list = {}
+  for line in f:lines() do list[#list + 1] = tonumber(line) end
+  f:close()
+  return list
+end
+
 -- A TCP port that was free a moment ago, for a child process to bind.
 function M.free_port()
   local testing = require "coserve.testing"
@@ -163,6 +172,15 @@ end
 
 -- Waits (at most limit seconds, default 5) for stdout to match pattern:
 -- returns the captures, or raises with what the process printed.
+-- Whether stderr holds pattern at least n times within limit seconds
+-- (default 5): each worker's "listening", each reload's "ready".
+function Proc:wait_count(pattern, n, limit)
+  return M.poll(limit or 5, function()
+    local _, count = self:stderr():gsub(pattern, "")
+    return count >= n
+  end) and true or false
+end
+
 function Proc:wait_output(pattern, limit)
   local r = { M.poll(limit or 5, function() return self:stdout():match(pattern) end) }
   if r[1] == nil then

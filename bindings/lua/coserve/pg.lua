@@ -293,20 +293,28 @@ local function forget(db, sql, sqlstate)
   end
 end
 
+-- Takes the connection for a query or a wait (release() gives it back):
+-- true | nil, "closed" | nil, the lock's error (timeout, canceled).
+local function hold(db, timeout)
+  if db.closed then return nil, "closed" end
+  local ok, err = db.lock:wait(timeout)
+  if not ok then return nil, err end
+  if db.closed then
+    db.lock:post()
+    return nil, "closed"
+  end
+  db.busy = true
+  return true
+end
+
 -- db:query(sql, ...) -> rows, { affected =, command = } | nil, err, sqlstate
 -- With arguments, $1... are bound to them (sent apart from the SQL, never
 -- interpolated), and the statement is prepared on the connection the first
 -- time (statement_cache); without, sql may hold several statements.
 function DB:query(sql, ...)
   if type(sql) ~= "string" then error("bad argument #1 to 'query' (string expected)", 2) end
-  if self.closed then return nil, "closed" end
-  local ok, err = self.lock:wait()
+  local ok, err = hold(self)
   if not ok then return nil, err end
-  if self.closed then
-    self.lock:post()
-    return nil, "closed"
-  end
-  self.busy = true
   local qt = self.query_timeout
   local deadline = qt and qt >= 0 and now() + qt or nil
   local conn = self.conn
@@ -334,15 +342,9 @@ end
 -- during a query first). No timeout: wait as long as it takes. It holds the
 -- connection: other coroutines' queries on it wait meanwhile.
 function DB:wait_notify(timeout)
-  if self.closed then return nil, "closed" end
   local deadline = timeout and timeout >= 0 and now() + timeout or nil
-  local ok, err = self.lock:wait(timeout)
+  local ok, err = hold(self, timeout)
   if not ok then return nil, err end
-  if self.closed then
-    self.lock:post()
-    return nil, "closed"
-  end
-  self.busy = true
   local conn = self.conn
   local n = conn:notify()
   while not n do
