@@ -23,7 +23,6 @@
 
 #include "coserve.h"
 #include "expect_clean.h"
-#include "internal.h" /* for the fd under a conn, to half-close it */
 
 static cs_runtime_t *rt;
 
@@ -152,26 +151,7 @@ static const char app_chunk[] =
     "elseif not started then fail('app:start() failed: ' .. tostring(serr)) end\n"
     FUZZ_LUA_SETTLE;
 
-/* fuzz_halfclose(conn): shutdown(SHUT_WR) on the connection's socket,
- * which coserve's API does not offer: the server sees the end of the
- * request stream but can still answer. */
-static int l_halfclose(lua_State *L) {
-  cs_connbox_t *box = luaL_checkudata(L, 1, CS_CONN_MT);
-  uv_os_fd_t fd;
-  if (box->c == NULL || uv_fileno(&box->c->u.handle, &fd) != 0)
-    return 0;
-  shutdown(fd, SHUT_WR);
-  return 0;
-}
-
-static void on_sigpipe(int sig) {
-  (void)sig;
-  static const char msg[] = "http_server fuzz: SIGPIPE: coserve wrote to a socket its "
-                            "peer had closed, and left SIGPIPE to kill the process\n";
-  if (write(2, msg, sizeof msg - 1) < 0) {
-  }
-  abort();
-}
+FUZZ_ON_SIGPIPE("http_server")
 
 static uint64_t fnv1a(const uint8_t *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
@@ -197,7 +177,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
     signal(SIGPIPE, on_sigpipe);
   cs_runtime_set_log_level(rt, CS_LOG_WARN);
-  lua_register(cs_runtime_lua(rt), "fuzz_halfclose", l_halfclose);
+  lua_register(cs_runtime_lua(rt), "fuzz_halfclose", fuzz_l_halfclose);
   return 0;
 }
 

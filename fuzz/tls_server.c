@@ -61,7 +61,7 @@
 
 #include "coserve.h"
 #include "expect_clean.h"
-#include "internal.h" /* for the fd under a conn, to half-close it */
+#include "internal.h" /* a conn's send queue and fd, for its own half-close */
 
 static cs_runtime_t *rt;
 static char cert_dir[512];
@@ -631,14 +631,7 @@ static int l_sockbuf(lua_State *L) {
 
 /* ---- setup ---- */
 
-static void on_sigpipe(int sig) {
-  (void)sig;
-  static const char msg[] = "tls_server fuzz: SIGPIPE: coserve wrote to a socket its "
-                            "peer had closed, and left SIGPIPE to kill the process\n";
-  if (write(2, msg, sizeof msg - 1) < 0) {
-  }
-  abort();
-}
+FUZZ_ON_SIGPIPE("tls_server")
 
 /* The throw-away certificates go when the process does. */
 static void remove_certs(void) {

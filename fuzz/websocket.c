@@ -38,7 +38,6 @@
 
 #include "coserve.h"
 #include "expect_clean.h"
-#include "internal.h" /* for the fd under a conn, to half-close it */
 
 static cs_runtime_t *rt;
 static int core_ref; /* require 'coserve.core' */
@@ -359,17 +358,6 @@ out:
 
 /* ---- the harness */
 
-/* fuzz_halfclose(conn): shutdown(SHUT_WR) under a client connection, so
- * that the server reads the end of the stream (as in http_server.c). */
-static int l_halfclose(lua_State *L) {
-  cs_connbox_t *box = luaL_checkudata(L, 1, CS_CONN_MT);
-  uv_os_fd_t fd;
-  if (box->c == NULL || uv_fileno(&box->c->u.handle, &fd) != 0)
-    return 0;
-  shutdown(fd, SHUT_WR);
-  return 0;
-}
-
 static uint64_t fnv1a(const uint8_t *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++)
@@ -386,7 +374,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   signal(SIGPIPE, SIG_IGN);
   cs_runtime_set_log_level(rt, CS_LOG_WARN);
   lua_State *L = cs_runtime_lua(rt);
-  lua_register(L, "fuzz_halfclose", l_halfclose);
+  lua_register(L, "fuzz_halfclose", fuzz_l_halfclose); /* expect_clean.h */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "coserve.core");
   if (lua_pcall(L, 1, 1, 0) != 0)
