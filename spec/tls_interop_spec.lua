@@ -285,20 +285,23 @@ describe("TLS with peers nobody here wrote", function()
 
     for _, case in ipairs{ { version = "TLSv1.3", args = {} },
                            { version = "TLSv1.2", args = { "-tls1_2" } } } do
-      it("openssl s_server " .. (case.args[1] or "") .. ": " .. case.version .. ", -rev echo",
-        function()
+      it("openssl s_server " .. (case.args[1] or "") .. ": " .. case.version ..
+         ", -rev echo; the second connection resumes the session", function()
           run(function()
             local argv = { "openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", certs.cert,
-                           "-key", certs.key, "-rev", "-naccept", "1" }
+                           "-key", certs.key, "-rev", "-naccept", "2" }
             for _, a in ipairs(case.args) do argv[#argv + 1] = a end
             local p, port = start_server(argv, "ACCEPT 127%.0%.0%.1:(%d+)\n")
-            local c = assert(coserve.connect("127.0.0.1", port, { timeout = 5,
-              tls = { ca = certs.ca, server_name = "localhost" } }))
-            assert.equal(case.version, c:tls().version)
-            assert.matches("CN=localhost", c:tls().peer_subject)
-            assert(c:send("coserve\n"))
-            assert.equal("evresoc", c:receive("*l", 5))
-            c:close()
+            for i = 1, 2 do
+              local c = assert(coserve.connect("127.0.0.1", port, { timeout = 5,
+                tls = { ca = certs.ca, server_name = "localhost" } }))
+              assert.equal(case.version, c:tls().version)
+              assert.matches("CN=localhost", c:tls().peer_subject)
+              assert.equal(i == 2, c:tls().reused)
+              assert(c:send("coserve\n"))
+              assert.equal("evresoc", c:receive("*l", 5))
+              c:close()
+            end
             assert.equal(0, p:wait_exit(10), p:stderr())
             assert.matches("Protocol version: " .. case.version, p:stdout() .. p:stderr())
           end, { timeout = 20 })
